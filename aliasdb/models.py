@@ -1,0 +1,55 @@
+"""Plain records the store hands out; no SQL here, so policies may import them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+
+@dataclass(frozen=True)
+class Seller:
+    id: str
+    name: str
+    inbox: str | None
+    buyer_messages: bool
+    fulfilment: str  # "seller" | "marketplace"
+    suspended_at: datetime | None
+
+    @property
+    def suspended(self) -> bool:
+        return self.suspended_at is not None
+
+
+@dataclass(frozen=True)
+class Buyer:
+    id: str
+    address: str
+    name: str | None
+    opted_out: bool
+
+
+@dataclass(frozen=True)
+class Order:
+    id: str
+    seller_id: str
+    buyer_id: str
+    category: str | None
+    status: str  # pending | shipped | completed | cancelled
+    completed_at: datetime | None
+
+
+@dataclass(frozen=True)
+class Pair:
+    id: int
+    seller_id: str
+    buyer_id: str
+
+
+@dataclass(frozen=True)
+class Alias:
+    """An alias address resolved: which pair, and which side it stands for."""
+
+    token: str
+    pair: Pair
+    role: str  # "buyer" (sellers write to it) | "seller" (buyers write to it)
+    revoked: bool

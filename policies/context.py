@@ -1,0 +1,66 @@
+"""The read-only facts a policy sees. The pipeline fetches everything up front."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.message import Message
+from functools import cached_property
+from typing import Any
+
+from aliasdb.models import Alias, Buyer, Order, Seller
+
+SELLER_TO_BUYER = "seller_to_buyer"
+BUYER_TO_SELLER = "buyer_to_seller"
+
+
+@dataclass(frozen=True)
+class Envelope:
+    mail_from: str  # normalized, "" for the null sender
+    rcpt_to: str  # normalized
+    peer: str = ""
+    auth_seller: str | None = None  # seller id authenticated by SMTP AUTH, if any
+
+
+@dataclass(frozen=True)
+class Settings:
+    alias_domain: str = "relay.example"
+    cutoff_days: int = 30
+    strikes_to_suspend: int = 3
+    strike_window_days: int = 30
+    max_attachment_bytes: int = 10 * 1024 * 1024
+    content_rules: Any = None  # policies.content.ContentRules, loaded by the config
+    contact_reasons: Any = None  # policies.reasons.ContactReasons
+
+
+@dataclass(frozen=True, eq=False)
+class Context:
+    stage: str  # "rcpt" | "data"
+    envelope: Envelope
+    settings: Settings
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
+    alias: Alias | None = None
+    direction: str | None = None
+    seller: Seller | None = None
+    buyer: Buyer | None = None
+    seller_senders: frozenset[str] = frozenset()  # enabled addresses, normalized
+    orders: tuple[Order, ...] = ()  # orders of this pair
+    recent_strikes: int = 0  # strikes inside the window, before this message
+    review_requests: frozenset[str] = frozenset()  # order ids already asked for a review
+    message: Message | None = None  # parsed at DATA
+    from_addresses: tuple[str, ...] = ()  # normalized addresses of the From header
+    reply_to_addresses: tuple[str, ...] = ()
+    is_reply: bool = False  # answers a message the buyer sent through the relay
+
+    @cached_property
+    def subject(self) -> str:
+        from policies.text import decoded_subject
+
+        return decoded_subject(self.message) if self.message is not None else ""
+
+    @cached_property
+    def text(self) -> str:
+        """Visible text of every text part (HTML reduced to text), decoded."""
+        from policies.text import visible_text
+
+        return visible_text(self.message) if self.message is not None else ""
