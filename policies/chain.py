@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
-from policies.context import Context
+from policies.context import BUYER_TO_SELLER, SELLER_TO_BUYER, Context
 from policies.verdict import Decision, Finding, Verdict
 
 Check = Callable[[Context], Verdict | None]
@@ -17,15 +17,15 @@ Check = Callable[[Context], Verdict | None]
 @dataclass(frozen=True)
 class Policy:
     name: str
-    stage: str  # "rcpt" or "data"
+    stages: tuple[str, ...]  # "rcpt" and/or "data"
     check: Check
-    directions: tuple[str, ...]  # which flows it applies to
+    directions: tuple[str, ...] = (SELLER_TO_BUYER, BUYER_TO_SELLER)  # flows it applies to
 
 
 def run(policies: Iterable[Policy], ctx: Context) -> Decision:
     findings: list[Finding] = []
     for policy in policies:
-        if policy.stage != ctx.stage:
+        if ctx.stage not in policy.stages:
             continue
         if ctx.direction is not None and ctx.direction not in policy.directions:
             continue

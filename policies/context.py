@@ -64,3 +64,18 @@ class Context:
         from policies.text import visible_text
 
         return visible_text(self.message) if self.message is not None else ""
+
+    @cached_property
+    def named_orders(self) -> tuple[Order, ...]:
+        """Orders of this pair whose ids the subject or text names."""
+        from policies.text import order_ids
+
+        mine = {o.id: o for o in self.orders}
+        return tuple(mine[i] for i in order_ids(self.subject, self.text) if i in mine)
+
+    @cached_property
+    def referenced_orders(self) -> tuple[Order, ...]:
+        """The orders a message is about: those it names, else (for a reply) the pair's."""
+        if self.named_orders:
+            return self.named_orders
+        return self.orders if self.is_reply else ()

@@ -1,0 +1,71 @@
+"""Only the document and image types a buyer needs, within a total size."""
+
+from __future__ import annotations
+
+from email.message import Message
+
+from policies.chain import Policy
+from policies.context import SELLER_TO_BUYER, Context
+from policies.verdict import Verdict, reject
+
+# extension -> content types that may carry it; octet-stream is what many clients send
+ALLOWED = {
+    "pdf": {"application/pdf"},
+    "jpg": {"image/jpeg", "image/pjpeg"},
+    "jpeg": {"image/jpeg", "image/pjpeg"},
+    "png": {"image/png"},
+    "gif": {"image/gif"},
+    "tif": {"image/tiff"},
+    "tiff": {"image/tiff"},
+    "txt": {"text/plain"},
+    "doc": {"application/msword"},
+    "docx": {"application/vnd.openxmlformats-officedocument.wordprocessingml.document"},
+}
+GENERIC = "application/octet-stream"
+ALLOWED_TYPES = {t for types in ALLOWED.values() for t in types}
+ALLOWED_LIST = ", ".join(ALLOWED)
+
+
+def attachments(msg: Message) -> list[Message]:
+    """Leaf parts that are files rather than the message's own text."""
+    found = []
+    for part in msg.walk():
+        if part.is_multipart():
+            continue
+        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        maintype = part.get_content_maintype()
+        if disposition == "attachment" or part.get_filename() or maintype not in ("text",):
+            found.append(part)
+    return found
+
+
+def check_part(part: Message) -> str | None:
+    """Why this attachment is not allowed, or None."""
+    ctype = part.get_content_type()
+    filename = part.get_filename() or ""
+    ext = filename.rpartition(".")[2].lower() if "." in filename else ""
+    if ext:
+        if ext not in ALLOWED or (ctype not in ALLOWED[ext] and ctype != GENERIC):
+            return f"attachment type .{ext} ({ctype}) is not allowed"
+        return None
+    if ctype not in ALLOWED_TYPES:
+        return f"attachment type {ctype} is not allowed"
+    return None
+
+
+def check(ctx: Context) -> Verdict | None:
+    if ctx.message is None:
+        return None
+    total = 0
+    for part in attachments(ctx.message):
+        if problem := check_part(part):
+            return reject(f"{problem}; allowed types: {ALLOWED_LIST}")
+        total += len(part.get_payload(decode=True) or b"")
+    limit = ctx.settings.max_attachment_bytes
+    if total > limit:
+        return reject(f"attachments total {total} bytes, over the limit of {limit} bytes; "
+                      "send fewer or smaller files", code=552, status="5.3.4")
+    return None
+
+
+POLICY = Policy("attachments", ("data",), check, (SELLER_TO_BUYER,))

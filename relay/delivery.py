@@ -1,0 +1,163 @@
+"""Delivery back-ends. `deliver` returns only once the message is safe, or raises.
+
+- maildir: the file is fsync'ed in tmp/, renamed into new/ and the folder fsync'ed;
+- smtp: the next hop answered 250 for it.
+
+Queueing and retrying towards the internet belong to the next hop, not to us.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Protocol
+
+import aiosmtplib
+
+from relay.config import Config, HostPort
+
+
+class DeliveryError(Exception):
+    """The message was not handed on. ``permanent`` tells 5xx from 4xx."""
+
+    def __init__(self, code: int, status: str, text: str, permanent: bool = False) -> None:
+        super().__init__(f"{code} {status} {text}")
+        self.code = code
+        self.status = status
+        self.text = text
+        self.permanent = permanent
+
+
+class Delivery(Protocol):
+    async def deliver(self, mail_from: str, rcpt: str, data: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+_UNSAFE = re.compile(r"[^a-z0-9@._+-]")
+
+
+class MaildirDelivery:
+    """One Maildir per recipient under ``root``, written the way qmail specified it."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = Path(root)
+        self._counter = 0
+        self._host = socket.gethostname().replace("/", "_").replace(":", "_")
+
+    def mailbox(self, rcpt: str) -> Path:
+        # The folder name comes from a validated address; flatten anything path-like anyway.
+        return self.root / _UNSAFE.sub("_", rcpt.lower())
+
+    async def deliver(self, mail_from: str, rcpt: str, data: bytes) -> None:
+        self._counter += 1
+        name = f"{time.time_ns()}.P{os.getpid()}Q{self._counter}.{self._host}"
+        try:
+            await asyncio.to_thread(self._write, self.mailbox(rcpt), name, data)
+        except OSError as exc:
+            raise DeliveryError(451, "4.3.0", f"local delivery failed: {exc.strerror}") from exc
+
+    @staticmethod
+    def _write(box: Path, name: str, data: bytes) -> None:
+        for sub in ("tmp", "new", "cur"):
+            (box / sub).mkdir(parents=True, exist_ok=True)
+        tmp = box / "tmp" / name
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        os.rename(tmp, box / "new" / name)
+        dirfd = os.open(box / "new", os.O_RDONLY)
+        try:
+            os.fsync(dirfd)
+        finally:
+            os.close(dirfd)
+
+    async def close(self) -> None:
+        return None
+
+
+class SmtpDelivery:
+    """Forward to the smarthost over a small pool of reused connections."""
+
+    def __init__(self, smarthost: HostPort, helo: str, timeout: float = 60,
+                 pool_size: int = 8) -> None:
+        self.smarthost = smarthost
+        self.helo = helo
+        self.timeout = timeout
+        self.pool_size = pool_size
+        self._idle: list[aiosmtplib.SMTP] = []
+
+    async def _connect(self) -> aiosmtplib.SMTP:
+        client = aiosmtplib.SMTP(hostname=self.smarthost.host, port=self.smarthost.port,
+                                 local_hostname=self.helo, timeout=self.timeout,
+                                 start_tls=False)
+        await client.connect()
+        return client
+
+    async def deliver(self, mail_from: str, rcpt: str, data: bytes) -> None:
+        reused = bool(self._idle)
+        client = None
+        try:
+            client = self._idle.pop() if reused else await self._connect()
+            try:
+                await client.sendmail(mail_from, [rcpt], data)
+            except aiosmtplib.SMTPServerDisconnected:
+                if not reused:
+                    raise
+                # an idle pooled connection the next hop has since closed: one fresh try
+                client.close()
+                client = await self._connect()
+                await client.sendmail(mail_from, [rcpt], data)
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            self._release(client)
+            raise _from_response(exc.recipients[0]) from exc
+        except aiosmtplib.SMTPResponseException as exc:
+            self._release(client)
+            raise _from_response(exc) from exc
+        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+            if client is not None:
+                client.close()
+            raise DeliveryError(451, "4.4.1", "next hop unavailable, try again later") from exc
+        self._release(client)
+
+    def _release(self, client: aiosmtplib.SMTP | None) -> None:
+        if client is None:
+            return
+        if client.is_connected and len(self._idle) < self.pool_size:
+            self._idle.append(client)
+        else:
+            client.close()
+
+    async def close(self) -> None:
+        idle, self._idle = self._idle, []
+        for client in idle:
+            try:
+                await asyncio.wait_for(client.quit(), 2)
+            except (TimeoutError, aiosmtplib.SMTPException, OSError):
+                client.close()
+
+
+def _from_response(exc: aiosmtplib.SMTPResponseException) -> DeliveryError:
+    """Pass the next hop's answer back in class; its text may name the recipient, so not it."""
+    permanent = 500 <= exc.code < 600
+    if permanent:
+        return DeliveryError(550, "5.0.0", "the recipient's mail server refused the message",
+                             permanent=True)
+    return DeliveryError(451, "4.4.0", "the next hop deferred the message, try again later")
+
+
+def from_config(config: Config) -> Delivery:
+    delivery = config["delivery"]
+    if delivery["mode"] == "maildir":
+        return MaildirDelivery(delivery["maildir"])
+    return SmtpDelivery(config.smarthost, config["server"]["hostname"], delivery["timeout"])

@@ -1,0 +1,94 @@
+"""Gathering what the store knows about an envelope, so the policies can stay pure."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+from email.message import Message
+from email.utils import getaddresses
+
+from aliasdb import Store
+from policies.context import BUYER_TO_SELLER, SELLER_TO_BUYER, Context, Envelope, Settings
+from policies.relay_control import is_local_address
+from relay.addresses import BadAddress, normalize
+
+
+def normalize_or_raw(address: str) -> str:
+    """The normalized form, or the lower-cased raw text when it is not a valid address.
+
+    An invalid address can then never equal an authorized one, and still names itself.
+    """
+    if address in ("", "<>"):
+        return ""
+    try:
+        return normalize(address)
+    except BadAddress:
+        return address.strip().lower()
+
+
+def header_addresses(msg: Message, name: str) -> tuple[str, ...]:
+    values = [str(v) for v in msg.get_all(name, [])]
+    return tuple(normalize_or_raw(addr) for _, addr in getaddresses(values) if addr)
+
+
+def ids_in(msg: Message, *names: str) -> list[str]:
+    """The <message-ids> in the named headers, in order, without repeats."""
+    ids = []
+    for name in names:
+        for value in msg.get_all(name, []):
+            ids.extend(part for part in str(value).replace(">", "> ").split()
+                       if part.startswith("<") and part.endswith(">"))
+    return list(dict.fromkeys(ids))
+
+
+def message_ids(msg: Message) -> list[str]:
+    """The Message-IDs a message answers (In-Reply-To first, then References)."""
+    return ids_in(msg, "In-Reply-To", "References")
+
+
+class Facts:
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    def for_rcpt(self, mail_from: str, rcpt: str, *, peer: str = "",
+                 auth_seller: str | None = None, now: datetime | None = None) -> Context:
+        envelope = Envelope(normalize_or_raw(mail_from), rcpt.strip().lower(), peer,
+                            auth_seller)
+        ctx = Context("rcpt", envelope, self.settings, now or datetime.now(UTC))
+        if not is_local_address(envelope.rcpt_to, self.settings.alias_domain):
+            return ctx
+        alias = self.store.resolve_alias(envelope.rcpt_to.rpartition("@")[0])
+        if alias is None:
+            return replace(ctx, alias=None)
+        pair = alias.pair
+        seller = self.store.find_seller(pair.seller_id)
+        return replace(
+            ctx,
+            alias=alias,
+            direction=SELLER_TO_BUYER if alias.role == "buyer" else BUYER_TO_SELLER,
+            seller=seller,
+            buyer=self.store.find_buyer(pair.buyer_id),
+            seller_senders=self.store.enabled_senders(pair.seller_id),
+        )
+
+    def for_data(self, rcpt_ctx: Context, msg: Message) -> tuple[Context, list[dict]]:
+        """The DATA-stage context and the thread-map rows the message refers to."""
+        ctx = replace(rcpt_ctx, stage="data", message=msg,
+                      from_addresses=header_addresses(msg, "From"),
+                      reply_to_addresses=header_addresses(msg, "Reply-To"))
+        alias = ctx.alias
+        if alias is None or alias.revoked:
+            return ctx, []
+        pair = alias.pair
+        threads = self.store.thread_entries(pair, message_ids(msg))
+        orders = self.store.orders_of_pair(pair)
+        window = ctx.now - timedelta(days=self.settings.strike_window_days)
+        return replace(
+            ctx,
+            orders=orders,
+            recent_strikes=self.store.count_strikes(pair.seller_id, window),
+            review_requests=self.store.review_requested(o.id for o in orders),
+            is_reply=any(t["direction"] == BUYER_TO_SELLER and t["relay_msgid"] in
+                         message_ids(msg) for t in threads),
+        ), threads

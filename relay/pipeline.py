@@ -1,0 +1,219 @@
+"""The message pipeline: lookups -> policy chain -> rewrite -> deliver -> record and log.
+
+It knows nothing of SMTP framing: the handler calls `rcpt` and `data` and sends back the
+reply line each returns. Nothing is answered 250 before delivery says the message is safe.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from email import policy as email_policy
+from email.message import Message
+from email.parser import BytesParser
+
+from aliasdb import Store
+from policies import chain
+from policies.context import SELLER_TO_BUYER, Context
+from policies.verdict import Action, Decision
+from relay.delivery import Delivery, DeliveryError
+from relay.facts import Facts, ids_in
+from relay.logs import get_logger
+from relay.rewrite import RewritePlan, rewrite
+
+_parser = BytesParser(policy=email_policy.compat32)
+
+OK_RCPT = "250 2.1.5 OK"
+TEMPFAIL = "451 4.3.0 temporary failure, try again later"
+
+
+def parse(raw: bytes) -> Message:
+    return _parser.parsebytes(raw)
+
+
+@dataclass
+class Outcome:
+    reply: str
+    decision: Decision
+    record_id: str
+
+
+class Pipeline:
+    def __init__(self, store: Store, facts: Facts, policies: tuple[chain.Policy, ...],
+                 delivery: Delivery, alias_domain: str) -> None:
+        self.store = store
+        self.facts = facts
+        self.policies = policies
+        self.delivery = delivery
+        self.alias_domain = alias_domain
+        self.log = get_logger()
+
+    # -- RCPT --------------------------------------------------------------------------
+
+    def rcpt(self, session: str, mail_from: str, rcpt: str, peer: str = "",
+             auth_seller: str | None = None) -> tuple[str, Context]:
+        """The reply to RCPT TO, and the context DATA builds on."""
+        ctx = self.facts.for_rcpt(mail_from, rcpt, peer=peer, auth_seller=auth_seller)
+        decision = chain.run(self.policies, ctx)
+        if decision.action is Action.ACCEPT:
+            return OK_RCPT, ctx
+        self._finish(session, new_id(), ctx, decision, decision.smtp_reply(), 0, time.monotonic(),
+                     record=ctx.alias is not None)
+        return decision.smtp_reply(), ctx
+
+    # -- DATA --------------------------------------------------------------------------
+
+    async def data(self, session: str, rcpt_ctx: Context, raw: bytes) -> Outcome:
+        started = time.monotonic()
+        record_id = new_id()
+        msg = parse(raw)
+        ctx, threads = self.facts.for_data(rcpt_ctx, msg)
+        decision = chain.run(self.policies, ctx)
+        self._apply_effects(ctx, decision, record_id, delivered=False)
+        if decision.action is not Action.ACCEPT:
+            reply = decision.smtp_reply()
+            self._finish(session, record_id, ctx, decision, reply, len(raw), started)
+            return Outcome(reply, decision, record_id)
+
+        relay_msgid = f"<{secrets.token_hex(12)}@{self.alias_domain}>"
+        plan, mail_from, rcpt = self._plan(ctx, msg, threads, relay_msgid)
+        forwarded = rewrite(msg, plan)
+        try:
+            await self.delivery.deliver(mail_from, rcpt, forwarded)
+        except DeliveryError as exc:
+            reply = f"{exc.code} {exc.status} {exc.text}"
+            self._finish(session, record_id, ctx, decision, reply, len(raw), started,
+                         failure="rejected" if exc.permanent else "tempfail")
+            return Outcome(reply, decision, record_id)
+
+        original_msgid = (msg.get("Message-ID") or "").strip()
+        if original_msgid:
+            self.store.add_thread(relay_msgid, original_msgid, ctx.alias.pair, ctx.direction,
+                                  record_id)
+        self._apply_effects(ctx, decision, record_id, delivered=True)
+        reply = f"250 2.0.0 OK queued as {record_id}"
+        self._finish(session, record_id, ctx, decision, reply, len(raw), started)
+        return Outcome(reply, decision, record_id)
+
+    def _plan(self, ctx: Context, msg: Message, threads: list[dict],
+              relay_msgid: str) -> tuple[RewritePlan, str, str]:
+        pair = ctx.alias.pair
+        tokens = self.store.aliases(pair)
+        seller_alias = f"{tokens['seller']}@{self.alias_domain}"
+        buyer_alias = f"{tokens['buyer']}@{self.alias_domain}"
+        seller, buyer = ctx.seller, ctx.buyer
+        seller_real = {s["address"] for s in self.store.senders(seller.id)}
+        seller_real.update(a for a in (seller.inbox, *ctx.seller_senders) if a)
+        if ctx.direction == SELLER_TO_BUYER:
+            seller_real.update(a for a in (ctx.envelope.mail_from, *ctx.from_addresses) if a)
+        replacements = {a.lower(): seller_alias for a in seller_real}
+        replacements[buyer.address.lower()] = buyer_alias
+        if ctx.direction == SELLER_TO_BUYER:
+            sender = (seller.name, seller_alias)
+            recipient = (buyer.name, buyer.address)
+        else:
+            sender = (buyer.name, buyer_alias)
+            recipient = (seller.name, seller.inbox)
+        in_reply_to, references = map_thread(msg, threads, ctx.direction)
+        plan = RewritePlan(
+            from_name=sender[0], from_addr=sender[1], to_name=recipient[0],
+            to_addr=recipient[1], message_id=relay_msgid, in_reply_to=in_reply_to,
+            references=references, replacements=replacements)
+        return plan, sender[1], recipient[1]
+
+    def _apply_effects(self, ctx: Context, decision: Decision, record_id: str,
+                       delivered: bool) -> None:
+        for effect in decision.effects:
+            if effect.kind == "review_request":
+                if delivered and effect.order_id:
+                    self.store.add_review_request(effect.order_id, record_id)
+            elif delivered:
+                continue  # strikes and suspensions were applied before delivery
+            elif effect.kind == "strike":
+                self.store.add_strike(ctx.seller.id, effect.reason, record_id)
+                self.log.warning("seller.strike", seller=ctx.seller.id, msg=record_id,
+                                 reason=effect.reason)
+            elif effect.kind == "suspend":
+                self.store.suspend_seller(ctx.seller.id)
+                self.log.warning("seller.suspended", seller=ctx.seller.id, msg=record_id,
+                                 reason=effect.reason)
+
+    def _finish(self, session: str, record_id: str, ctx: Context, decision: Decision,
+                reply: str, size: int, started: float, *, record: bool = True,
+                failure: str | None = None) -> None:
+        code = int(reply[:3])
+        if failure is not None:
+            outcome = failure
+        else:
+            outcome = {Action.ACCEPT: "delivered", Action.REJECT: "rejected",
+                       Action.TEMPFAIL: "tempfail"}[decision.action]
+        deciding = decision.decisive.policy if decision.decisive else (
+            "delivery" if failure else None)
+        reason = decision.decisive.verdict.reason if decision.decisive else (
+            reply[10:] if failure else None)
+        pair = ctx.alias.pair if ctx.alias else None
+        fields = {
+            "id": record_id,
+            "session": session,
+            "direction": ctx.direction,
+            "pair_id": pair.id if pair else None,
+            "seller_id": pair.seller_id if pair else None,
+            "buyer_id": pair.buyer_id if pair else None,
+            "decision": outcome,
+            "policy": deciding,
+            "reason": reason,
+            "smtp_code": code,
+            "size": size,
+            "duration_ms": round((time.monotonic() - started) * 1000, 2),
+        }
+        if record and pair is not None:
+            self.store.record_message({
+                **fields, "ts": ctx.now.isoformat(timespec="seconds"),
+                "findings": [f.as_dict() for f in decision.findings],
+                "rule_ids": list(decision.rule_ids)})
+        self.log.info("message.decided", msg=record_id, session=session,
+                      direction=ctx.direction, seller=fields["seller_id"],
+                      pair=fields["pair_id"], decision=outcome, policy=deciding, reason=reason,
+                      smtp_code=code, size=size, duration_ms=fields["duration_ms"],
+                      rule_ids=list(decision.rule_ids))
+
+    # -- dry run -----------------------------------------------------------------------
+
+    def check(self, mail_from: str, rcpt: str, raw: bytes) -> Decision:
+        """Run the whole chain on a message without sending or recording anything."""
+        ctx = self.facts.for_rcpt(mail_from, rcpt)
+        decision = chain.run(self.policies, ctx)
+        if decision.action is not Action.ACCEPT:
+            return decision
+        data_ctx, _ = self.facts.for_data(ctx, parse(raw))
+        after = chain.run(self.policies, data_ctx)
+        return Decision(decision.findings + after.findings, after.decisive)
+
+
+def new_id() -> str:
+    return secrets.token_hex(8)
+
+
+def map_thread(msg: Message, threads: list[dict], direction: str) -> tuple[str | None,
+                                                                          tuple[str, ...]]:
+    """Translate the Message-IDs a message answers into the ones its recipient knows.
+
+    A relay id of a message the other side sent becomes that message's original id; an
+    original id of the sender's own earlier message becomes the relay id the recipient saw.
+    Unknown ids are dropped: they can name the sender's provider.
+    """
+    known: dict[str, str] = {}
+    for t in threads:
+        if t["direction"] != direction:
+            known[t["relay_msgid"]] = t["original_msgid"]
+        else:
+            known[t["original_msgid"]] = t["relay_msgid"]
+
+    def mapped(name: str) -> list[str]:
+        return [known[i] for i in ids_in(msg, name) if i in known]
+
+    parents = mapped("In-Reply-To")
+    references = tuple(dict.fromkeys(mapped("References") + parents))
+    parent = parents[0] if parents else (references[-1] if references else None)
+    return parent, references

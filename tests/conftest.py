@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+import pytest
+
+from tests.smtp_harness import LoopThread, RunningRelay, Sink, write_config
+
+SELLER_ADDR = "shop@seller.example"
+SELLER_INBOX = "orders@seller.example"
+BUYER_ADDR = "jane.buyer@mail.example"
+ORDER = "302-4418760-1193825"
+
+
+@pytest.fixture(scope="session")
+def loop_thread():
+    loop = LoopThread()
+    yield loop
+    loop.close()
+
+
+@pytest.fixture
+def sink(loop_thread):
+    sink = Sink(loop_thread)
+    yield sink
+    sink.close()
+
+
+@pytest.fixture
+def relay_factory(tmp_path, loop_thread, sink):
+    """Start relays with config overrides; the default delivers over SMTP to the sink."""
+    started = []
+
+    def start(**sections) -> RunningRelay:
+        delivery = {"mode": "smtp", "smarthost": f"127.0.0.1:{sink.port}"}
+        delivery.update(sections.pop("delivery", {}))
+        path = write_config(tmp_path, delivery=delivery, **sections)
+        relay = RunningRelay(loop_thread, path)
+        started.append(relay)
+        return relay
+
+    yield start
+    for relay in started:
+        relay.close()
+
+
+@pytest.fixture
+def relay(relay_factory):
+    return relay_factory()
+
+
+@dataclass
+class Parties:
+    seller_alias: str
+    buyer_alias: str
+
+
+def seed(store, *, buyer_messages: bool = True, order_status: str = "pending",
+         completed_at: datetime | None = None, category: str | None = None) -> Parties:
+    """One seller with an authorized address and an inbox, one buyer, one order."""
+    store.add_seller("s1", "Hollow Oak Woodcraft", SELLER_INBOX)
+    store.update_seller("s1", buyer_messages=buyer_messages)
+    store.set_sender("s1", SELLER_ADDR, "enabled")
+    store.add_buyer("b1", BUYER_ADDR, "Jane Buyer")
+    store.upsert_order(ORDER, "s1", "b1", status=order_status, category=category,
+                       completed_at=completed_at or (
+                           datetime.now(UTC) if order_status == "completed" else None))
+    tokens = store.aliases(store.pair("s1", "b1"))
+    return Parties(f"{tokens['seller']}@relay.example", f"{tokens['buyer']}@relay.example")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def json_logs():
+    from relay.logs import configure
+
+    configure("json")

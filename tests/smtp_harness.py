@@ -1,0 +1,164 @@
+"""Real servers on loopback for the end-to-end tests: a sink as the next hop, and the relay.
+
+Both run on one event loop in a background thread; tests talk to them with smtplib over
+real sockets. Nothing waits by sleeping: start-up returns once the socket is listening.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import smtplib
+import socket
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.smtp import SMTP
+
+from aliasdb import Store
+from relay import config as relay_config
+from relay.server import RelayServer
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class LoopThread:
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.thread.start()
+
+    def run(self, coro, timeout: float = 30) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(5)
+
+
+def bound_socket() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@dataclass
+class Received:
+    mail_from: str
+    rcpt_tos: list[str]
+    data: bytes
+
+
+@dataclass
+class SinkHandler:
+    """The next hop. ``reply`` decides the answer to DATA (None = accept)."""
+
+    messages: list[Received] = field(default_factory=list)
+    reply: Callable[[bytes], str | None] | None = None
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        answer = self.reply(envelope.original_content) if self.reply else None
+        if answer is not None:
+            return answer
+        self.messages.append(Received(envelope.mail_from, list(envelope.rcpt_tos),
+                                      envelope.original_content))
+        return "250 2.0.0 sink OK"
+
+
+class Sink:
+    def __init__(self, loop: LoopThread) -> None:
+        self.loop = loop
+        self.handler = SinkHandler()
+        sock = bound_socket()
+        self.port = sock.getsockname()[1]
+
+        async def start():
+            return await asyncio.get_running_loop().create_server(
+                lambda: SMTP(self.handler, hostname="sink.example", enable_SMTPUTF8=True),
+                sock=sock)
+
+        self.server = loop.run(start())
+
+    @property
+    def messages(self) -> list[Received]:
+        return self.handler.messages
+
+    def close(self) -> None:
+        async def stop():
+            self.server.close()
+
+        self.loop.run(stop())
+
+
+def write_config(tmp: Path, **sections: dict) -> Path:
+    """A relay.toml in ``tmp`` using the repo's policy data and a tmp database."""
+    values: dict[str, dict] = {
+        "server": {"alias_domain": "relay.example", "hostname": "relay.example"},
+        "database": {"path": "relay.db"},
+        "delivery": {"mode": "maildir", "maildir": "maildir", "timeout": 10},
+        "policy": {"content_rules": str(REPO / "conf" / "content_rules.toml"),
+                   "contact_reasons": str(REPO / "conf" / "contact_reasons.toml")},
+    }
+    for name, extra in sections.items():
+        values.setdefault(name, {}).update(extra)
+    lines = []
+    for name, items in values.items():
+        lines.append(f"[{name}]")
+        lines.extend(f"{key} = {_toml(value)}" for key, value in items.items())
+    path = tmp / "relay.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+class RunningRelay:
+    """The relay on a loopback port, with its own store connection for test set-up."""
+
+    def __init__(self, loop: LoopThread, config_path: Path) -> None:
+        self.loop = loop
+        self.config = relay_config.load(config_path)
+        self.store = Store.open(self.config.database_path)
+        self.store.ensure_secret()
+        sock = bound_socket()
+        self.port = sock.getsockname()[1]
+        self.server = loop.run(self._make(sock))
+
+    async def _make(self, sock: socket.socket) -> RelayServer:
+        server = RelayServer(self.config)
+        await server.start(sock=sock)
+        return server
+
+    def client(self) -> smtplib.SMTP:
+        client = smtplib.SMTP("127.0.0.1", self.port, local_hostname="client.example",
+                              timeout=30)
+        client.ehlo()
+        return client
+
+    def send(self, mail_from: str, rcpt: str, data: bytes) -> tuple[int, str]:
+        """One transaction; the (code, text) of the final answer, whichever step gave it."""
+        with self.client() as client:
+            code, text = client.mail(mail_from)
+            if code != 250:
+                return code, text.decode()
+            code, text = client.rcpt(rcpt)
+            if code != 250:
+                return code, text.decode()
+            code, text = client.data(data)
+            return code, text.decode()
+
+    def close(self) -> None:
+        self.loop.run(self.server.stop(grace=5))
+        self.server.store.close()
+        self.store.close()
