@@ -34,7 +34,8 @@ class Conflict(ValueError):
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    # microseconds, so a strike and a reinstatement in the same second keep their order
+    return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
 def _dt(value: str | None) -> datetime | None:
@@ -382,7 +383,7 @@ class Store:
         """Strikes since ``since`` that came after the seller's last reinstatement."""
         return self._one(
             "SELECT COUNT(*) FROM strikes s JOIN sellers r ON r.id = s.seller_id"
-            " WHERE s.seller_id = ? AND s.ts >= ? AND s.ts >= COALESCE(r.reinstated_at, '')",
+            " WHERE s.seller_id = ? AND s.ts >= ? AND s.ts > COALESCE(r.reinstated_at, '')",
             seller_id, _iso(since))[0]
 
     def strikes(self, seller_id: str) -> list[dict]:
