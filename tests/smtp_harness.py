@@ -72,13 +72,17 @@ class Sink:
     def __init__(self, loop: LoopThread) -> None:
         self.loop = loop
         self.handler = SinkHandler()
+        self.sessions: list[SMTP] = []
         sock = bound_socket()
         self.port = sock.getsockname()[1]
 
+        def protocol() -> SMTP:
+            smtp = SMTP(self.handler, hostname="sink.example", enable_SMTPUTF8=True)
+            self.sessions.append(smtp)
+            return smtp
+
         async def start():
-            return await asyncio.get_running_loop().create_server(
-                lambda: SMTP(self.handler, hostname="sink.example", enable_SMTPUTF8=True),
-                sock=sock)
+            return await asyncio.get_running_loop().create_server(protocol, sock=sock)
 
         self.server = loop.run(start())
 
@@ -87,8 +91,12 @@ class Sink:
         return self.handler.messages
 
     def close(self) -> None:
+        """Down for good: no listener, and open connections cut, as in a crash."""
         async def stop():
             self.server.close()
+            for smtp in self.sessions:
+                if smtp.transport is not None:
+                    smtp.transport.close()
 
         self.loop.run(stop())
 

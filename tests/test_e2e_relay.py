@@ -72,10 +72,14 @@ LEAKY_HTML = (f'<p>Write to <a href="mailto:{SELLER_ADDR.upper()}">{SELLER_ADDR}
               f"{SELLER_ADDR.replace('@', '&#64;')}</p><p>Buyer: {BUYER_ADDR}</p>")
 
 
-def test_no_real_address_survives_delivery(relay, sink):
+def test_no_real_address_survives_delivery(relay_factory, sink):
     import base64
     import quopri
 
+    # the content policy is not what is tested here: run the chain without it
+    relay = relay_factory(policy={"order": [
+        "relay_control", "known_alias", "seller_status", "authorized_sender",
+        "order_reference", "attachments"]})
     parties = seed(relay.store)
     b64 = base64.encodebytes(f"base64 part {SELLER_ADDR} {BUYER_ADDR}".encode()).decode()
     qp = quopri.encodestring(f"qp part = {SELLER_ADDR} and {SELLER_INBOX} =".encode()).decode()
@@ -161,7 +165,7 @@ def test_next_hop_tempfail_and_down_give_451_and_no_delivered_record(relay, sink
     assert code == 451, text
     sink.handler.reply = lambda data: "554 5.7.1 no thanks <jane.buyer@mail.example>"
     code, text = relay.send(SELLER_ADDR, parties.buyer_alias, seller_message(parties.buyer_alias))
-    assert code == 550 and BUYER_ADDR not in text  # passed back in class, text scrubbed
+    assert (code, BUYER_ADDR in text) == (550, False), text  # passed back in class, scrubbed
     sink.close()
     code, text = relay.send(SELLER_ADDR, parties.buyer_alias, seller_message(parties.buyer_alias))
     assert code == 451, text
