@@ -1,0 +1,210 @@
+"""The anonymizing rewrite (DESIGN.md "Privacy of the forwarded message"). Pure, no I/O.
+
+The top-level header block is rebuilt from an allow-list and written line by line here,
+never by email.generator, so header injection is impossible by construction whatever the
+Python patch level: every value is stripped of control characters, then folded only at
+spaces (outside quoted strings) or RFC 2047-encoded by our own code. The body is walked by
+`relay.rewrite_body`, which replaces every real address of either party by its alias.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from email.message import Message
+from email.utils import format_datetime, formataddr, parsedate_to_datetime
+
+from relay.rewrite_body import (
+    AddressReplacer,
+    Headers,
+    decode_words,
+    encode_words,
+    header_get,
+    raw_text,
+    render_body,
+    sub_header_value,
+)
+
+__all__ = ["RewritePlan", "rewrite"]
+
+
+@dataclass(frozen=True)
+class RewritePlan:
+    from_name: str | None          # display name from the database (never the incoming header)
+    from_addr: str                 # the sender's alias address, e.g. "k3x9...@relay.example"
+    to_name: str | None
+    to_addr: str                   # the real recipient address
+    message_id: str                # relay's own, already with angle brackets "<...@relay.example>"
+    in_reply_to: str | None        # already mapped by the caller, with angle brackets
+    references: tuple[str, ...]    # already mapped by the caller
+    replacements: Mapping[str, str]  # lower-cased real address -> alias address (both parties)
+    extra_headers: tuple[tuple[str, str], ...] = ()  # e.g. ("List-Unsubscribe", "<mailto:...>")
+
+
+# MIME headers of the original that describe the body and therefore must pass.
+_MIME_HEADERS = ("Content-Type", "Content-Transfer-Encoding", "Content-Language",
+                 "Content-Disposition")
+# Names the relay writes itself; an extra header may not duplicate them.
+_RELAY_HEADERS = frozenset(h.lower() for h in (
+    "From", "To", "Reply-To", "Message-ID", "In-Reply-To", "References", "Date", "Subject",
+    "MIME-Version", *_MIME_HEADERS))
+
+_MAX_LINE = 78            # RFC 5322 2.1.1 "SHOULD"; folding keeps lines under it when it can
+_MAX_NAME = 200           # a display name is one unfoldable quoted string: keep it bounded
+_FOLD = re.compile(r"(?:\r\n|\r|\n)(?=[ \t])")
+_CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
+_SURROGATES = re.compile(r"[\ud800-\udfff]")
+_FIELD_NAME = re.compile(r"[!-9;-~]+")   # RFC 5322 ftext
+
+
+def _clean(value: str, keep_surrogates: bool = False) -> str:
+    """One line of text: CR, LF, NUL, tabs and every other control become a single space.
+
+    Surrogates stand for raw 8-bit bytes of a copied header; they are kept only there.
+    """
+    if not keep_surrogates:
+        value = _SURROGATES.sub("", value)
+    return _CONTROLS.sub(" ", _FOLD.sub("", value)).strip()
+
+
+def _pieces(value: str) -> list[str]:
+    """Split at single spaces outside quoted strings: the places a fold cannot change meaning.
+
+    (compat32 does not unfold parameters, so a fold inside a quoted boundary would break it.)
+    """
+    pieces, start, quoted, escaped = [], 0, False, False
+    for i, ch in enumerate(value):
+        if escaped:
+            escaped = False
+        elif ch == "\\":
+            escaped = quoted
+        elif ch == '"':
+            quoted = not quoted
+        elif (ch == " " and not quoted and 0 < i < len(value) - 1
+              and value[i - 1] != " " and value[i + 1] != " "):
+            pieces.append(value[start:i])
+            start = i + 1
+    pieces.append(value[start:])
+    return pieces
+
+
+def _line(name: str, pieces: Iterable[str]) -> bytes:
+    """`Name: value` CRLF, folded greedily; pieces come from _pieces or encode_words."""
+    out = f"{name}:"
+    width = len(out)
+    for piece in pieces:
+        if width + 1 + len(piece) > _MAX_LINE and width > len(name) + 1:
+            out += "\r\n " + piece
+            width = 1 + len(piece)
+        else:
+            out += " " + piece
+            width += 1 + len(piece)
+    return out.encode("utf-8", "surrogateescape") + b"\r\n"
+
+
+def _structured(name: str, value: str, keep_surrogates: bool = False) -> bytes:
+    return _line(name, _pieces(_clean(value, keep_surrogates)))
+
+
+def _unstructured(name: str, text: str) -> bytes:
+    """Subject-like text: plain when it is ASCII and foldable, else RFC 2047 words."""
+    text = _clean(text)
+    pieces = _pieces(text)
+    # "=?" would be decoded by the reader as an encoded word: encode to keep it literal.
+    if text.isascii() and "=?" not in text and max(map(len, pieces)) < 900:
+        return _line(name, pieces)
+    return _line(name, encode_words(text))
+
+
+def _addr_spec(addr: str) -> str:
+    addr = re.sub(r"[\s<>]", "", _clean(addr))
+    if not addr.isascii() and "@" in addr:
+        local, _, domain = addr.rpartition("@")
+        # A failure leaves it as is: an internationalized address needs SMTPUTF8 anyway.
+        with contextlib.suppress(UnicodeError):
+            addr = f"{local}@{domain.encode('idna').decode('ascii')}"
+    return addr
+
+
+def _mailbox(name: str | None, addr: str, r: AddressReplacer) -> list[str]:
+    """Header pieces for `Name <addr>`; names come from the database and are still cleaned."""
+    addr = _addr_spec(addr)
+    name = _clean(r.sub_text(name or ""))[:_MAX_NAME].strip()
+    if not name:
+        return [addr]
+    if name.isascii() and addr.isascii():
+        return _pieces(formataddr((name, addr)))
+    if name.isascii():
+        quoted = formataddr((name, "x@x")).rpartition(" <")[0]
+        return [*_pieces(quoted), f"<{addr}>"]
+    return [*encode_words(name), f"<{addr}>"]
+
+
+def _msg_id(value: str | None) -> str:
+    return re.sub(r"\s", "", _clean(value or ""))
+
+
+def _first(msg: Message, name: str) -> str | None:
+    for key, value in msg.raw_items():
+        if key.strip().lower() == name:
+            return value
+    return None
+
+
+def _date(msg: Message) -> str:
+    # In UTC: the sender's own offset hints at where they are.
+    value = _first(msg, "date")
+    if value:
+        try:
+            when = parsedate_to_datetime(_clean(value))
+            if when.tzinfo is None:
+                when = when.replace(tzinfo=UTC)
+            return format_datetime(when.astimezone(UTC))
+        except Exception:  # unparseable or out of range: fall through to now
+            pass
+    return format_datetime(datetime.now(UTC))
+
+
+def _extra(name: str, value: str) -> bytes:
+    if not _FIELD_NAME.fullmatch(name) or name.lower() in _RELAY_HEADERS:
+        raise ValueError(f"extra header name not allowed: {name!r}")
+    value = _clean(value)
+    return _structured(name, value) if value.isascii() else _line(name, encode_words(value))
+
+
+def rewrite(msg: Message, plan: RewritePlan) -> bytes:
+    """The message to forward: allow-listed headers set by the relay, addresses replaced.
+
+    `msg` is parsed with policy compat32 and is not modified. Returns CRLF-terminated bytes.
+    Malformed input never raises; an invalid `plan.extra_headers` name raises ValueError.
+    """
+    r = AddressReplacer(plan.replacements)
+    mime_names = {h.lower() for h in _MIME_HEADERS}
+    mime: Headers = [(k, sub_header_value(k, v, r)) for k, v in msg.raw_items()
+                     if k.strip().lower() in mime_names]
+    mime, body = render_body(msg, mime, r)
+
+    sender = _mailbox(plan.from_name, plan.from_addr, r)
+    out = [_line("From", sender),
+           _line("To", _mailbox(plan.to_name, plan.to_addr, r)),
+           _line("Reply-To", sender),
+           _line("Message-ID", [_msg_id(plan.message_id)])]
+    if _msg_id(plan.in_reply_to):
+        out.append(_line("In-Reply-To", [_msg_id(plan.in_reply_to)]))
+    refs = [ref for ref in map(_msg_id, plan.references) if ref]
+    if refs:
+        out.append(_line("References", refs))
+    out.append(_line("Date", [_date(msg)]))
+    subject = _first(msg, "subject")
+    if subject is not None:
+        out.append(_unstructured("Subject", r.sub_text(decode_words(raw_text(subject)))))
+    out.append(b"MIME-Version: 1.0\r\n")
+    for name in _MIME_HEADERS:
+        value = header_get(mime, name)
+        if value is not None and _clean(value, keep_surrogates=True):
+            out.append(_structured(name, value, keep_surrogates=True))
+    out.extend(_extra(name, value) for name, value in plan.extra_headers)
+    return b"".join(out) + b"\r\n" + body
