@@ -114,6 +114,14 @@ MIGRATIONS: list[str] = [
         PRIMARY KEY (order_id, message_id)
     );
     """,
+    # 2: submission-port credentials (scrypt hashes, never the password)
+    """
+    CREATE TABLE credentials (
+        seller_id TEXT PRIMARY KEY REFERENCES sellers(id),
+        hash TEXT NOT NULL,
+        updated_at TEXT NOT NULL
+    );
+    """,
 ]
 
 

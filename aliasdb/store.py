@@ -193,6 +193,18 @@ class Store:
         return frozenset(r[0] for r in self._all(
             "SELECT address FROM senders WHERE seller_id = ? AND status = 'enabled'", seller_id))
 
+    def set_password_hash(self, seller_id: str, password_hash: str) -> None:
+        with self.transaction():
+            self.seller(seller_id)
+            self.conn.execute(
+                "INSERT INTO credentials (seller_id, hash, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (seller_id) DO UPDATE SET hash = excluded.hash,"
+                " updated_at = excluded.updated_at", (seller_id, password_hash, now_iso()))
+
+    def password_hash(self, seller_id: str) -> str | None:
+        row = self._one("SELECT hash FROM credentials WHERE seller_id = ?", seller_id)
+        return None if row is None else row["hash"]
+
     # -- buyers ------------------------------------------------------------------------
 
     def add_buyer(self, buyer_id: str, address: str, name: str | None = None) -> Buyer:

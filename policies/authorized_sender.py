@@ -1,4 +1,6 @@
-"""Seller mail must come from an address enabled in the seller's Messaging Permissions.
+"""Seller mail must come from an address enabled in the seller's Messaging Permissions,
+and be authenticated: SMTP AUTH as that seller, or (on the MX listener, when required)
+a DKIM pass aligned with the From domain.
 
 At RCPT the envelope sender is checked; at DATA the From header too, so a permitted
 envelope cannot carry someone else's From.
@@ -15,6 +17,10 @@ HINT = "add it under Messaging Permissions or send from an enabled address"
 
 def check(ctx: Context) -> Verdict | None:
     allowed = ctx.seller_senders
+    auth = ctx.envelope.auth_seller
+    if auth is not None and ctx.alias is not None and auth != ctx.alias.pair.seller_id:
+        return reject("you are logged in as another seller: this buyer alias belongs to a "
+                      "different seller account")
     if ctx.envelope.mail_from not in allowed:
         return reject(f"sender address is not authorized for this seller: {HINT}")
     if ctx.stage == "data":
@@ -22,6 +28,11 @@ def check(ctx: Context) -> Verdict | None:
             return reject("the message needs exactly one From address")
         if ctx.from_addresses[0] not in allowed:
             return reject(f"From address is not authorized for this seller: {HINT}")
+        if auth is None and ctx.settings.verify_inbound == "require" and not (
+                ctx.dkim is not None and ctx.dkim.aligned):
+            return reject("the message has no valid DKIM signature of the From domain: send "
+                          "it through your provider with DKIM signing, or through the relay's "
+                          "submission port with your seller login")
     return None
 
 

@@ -8,6 +8,8 @@ from policies.verdict import Verdict, reject
 
 
 def check(ctx: Context) -> Verdict | None:
+    if ctx.envelope.auth_seller is not None:
+        return reject("a seller login cannot write to a seller alias")
     buyer = ctx.buyer.address if ctx.buyer else None
     if ctx.envelope.mail_from != buyer:
         return reject("this address may only be written to from the buyer's registered "

@@ -31,6 +31,7 @@ class Settings:
     max_attachment_bytes: int = 10 * 1024 * 1024
     content_rules: Any = None  # policies.content.ContentRules, loaded by the config
     contact_reasons: Any = None  # policies.reasons.ContactReasons
+    verify_inbound: str = "off"  # "require" | "record" | "off"
 
 
 @dataclass(frozen=True, eq=False)
@@ -51,6 +52,7 @@ class Context:
     from_addresses: tuple[str, ...] = ()  # normalized addresses of the From header
     reply_to_addresses: tuple[str, ...] = ()
     is_reply: bool = False  # answers a message the buyer sent through the relay
+    dkim: Any = None  # relay.dkim.DkimResult of the MX listener's check, if one ran
 
     @cached_property
     def subject(self) -> str:

@@ -35,6 +35,7 @@ def settings_from(config: Config) -> Settings:
         max_attachment_bytes=policy["max_attachment_bytes"],
         content_rules=rules,
         contact_reasons=reasons,
+        verify_inbound=config["dkim"]["verify_inbound"],
     )
 
 

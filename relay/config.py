@@ -28,7 +28,13 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "max_message_bytes": 10 * 1024 * 1024 + 512 * 1024,
         "timeout": 300,
     },
-    "submission": {"listen": "", "tls_cert": "", "tls_key": ""},
+    "submission": {
+        "listen": "",
+        "tls_cert": "../var/tls/cert.pem",
+        "tls_key": "../var/tls/key.pem",
+        "auth_fail_limit": 5,
+        "auth_fail_window": 900,
+    },
     "delivery": {
         "mode": "maildir",
         "maildir": "../var/maildir",
@@ -58,7 +64,8 @@ CHOICES = {
 PATHS = {("delivery", "maildir"), ("database", "path"), ("dkim", "key"),
          ("policy", "content_rules"), ("policy", "contact_reasons"),
          ("submission", "tls_cert"), ("submission", "tls_key")}
-POSITIVE = {("server", "max_message_bytes"), ("server", "timeout"), ("delivery", "timeout"),
+POSITIVE = {("submission", "auth_fail_limit"), ("submission", "auth_fail_window"),
+            ("server", "max_message_bytes"), ("server", "timeout"), ("delivery", "timeout"),
             ("policy", "cutoff_days"), ("policy", "strikes_to_suspend"),
             ("policy", "strike_window_days"), ("policy", "max_attachment_bytes")}
 

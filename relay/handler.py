@@ -23,8 +23,9 @@ class RelayHandler:
         # Every message gets its own decision, so a second recipient waits its turn.
         if envelope.rcpt_tos:
             return ONE_RECIPIENT
+        auth_seller = session.auth_data if session.authenticated else None
         reply, ctx = self.pipeline.rcpt(session.relay_id, envelope.mail_from, address,
-                                        peer=_peer(session))
+                                        peer=_peer(session), auth_seller=auth_seller)
         if reply.startswith("250"):
             envelope.rcpt_tos.append(address)
             envelope.relay_ctx = ctx

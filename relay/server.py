@@ -16,7 +16,7 @@ from aiosmtpd.smtp import SMTP
 
 from aliasdb import Store
 from relay.app import build_pipeline
-from relay.config import Config
+from relay.config import Config, HostPort, parse_hostport
 from relay.delivery import Delivery
 from relay.handler import RelayHandler
 from relay.logs import get_logger
@@ -56,36 +56,61 @@ class RelayServer:
         self.handler = RelayHandler(self.pipeline)
         self.connections: set[RelaySMTP] = set()
         self.server: asyncio.base_events.Server | None = None
+        self.submission: asyncio.base_events.Server | None = None
         self.log = get_logger()
 
-    def _protocol(self) -> RelaySMTP:
+    def _options(self) -> dict:
         server = self.config["server"]
-        return RelaySMTP(
-            self.handler, self.connections,
-            hostname=server["hostname"],  # given, so aiosmtpd does no DNS look-up
-            ident="relay",
-            data_size_limit=server["max_message_bytes"],
-            enable_SMTPUTF8=True,
-            decode_data=False,
-            timeout=server["timeout"],
-        )
+        return {
+            "hostname": server["hostname"],  # given, so aiosmtpd does no DNS look-up
+            "ident": "relay",
+            "data_size_limit": server["max_message_bytes"],
+            "enable_SMTPUTF8": True,
+            "decode_data": False,
+            "timeout": server["timeout"],
+        }
 
-    async def start(self, sock: socket.socket | None = None) -> tuple[str, int]:
+    def _protocol(self) -> RelaySMTP:
+        return RelaySMTP(self.handler, self.connections, **self._options())
+
+    def _submission_factory(self):
+        from relay.submission import AuthGuard, SubmissionSMTP
+        from relay.tls import server_context
+
+        sub = self.config["submission"]
+        context = server_context(sub["tls_cert"], sub["tls_key"])
+        guard = AuthGuard(sub["auth_fail_limit"], sub["auth_fail_window"])
+        return lambda: SubmissionSMTP(self.handler, self.connections, store=self.store,
+                                      guard=guard, tls_context=context, **self._options())
+
+    async def start(self, sock: socket.socket | None = None,
+                    submission_sock: socket.socket | None = None) -> tuple[str, int]:
         self.store.secret  # noqa: B018 -- fail now, not at the first message
+        self.server = await self._listen(self._protocol, self.config.listen, sock, "mx")
+        sub = self.config["submission"]["listen"]
+        if sub or submission_sock is not None:
+            listen = parse_hostport(sub, "submission.listen") if sub else None
+            self.submission = await self._listen(self._submission_factory(), listen,
+                                                 submission_sock, "submission")
+        return self.server.sockets[0].getsockname()[:2]
+
+    async def _listen(self, factory, listen: HostPort | None, sock: socket.socket | None,
+                      role: str) -> asyncio.base_events.Server:
         loop = asyncio.get_running_loop()
         if sock is not None:
-            self.server = await loop.create_server(self._protocol, sock=sock)
+            server = await loop.create_server(factory, sock=sock)
         else:
-            listen = self.config.listen
-            self.server = await loop.create_server(self._protocol, listen.host, listen.port)
-        host, port = self.server.sockets[0].getsockname()[:2]
-        self.log.info("relay.listening", host=host, port=port)
-        return host, port
+            server = await loop.create_server(factory, listen.host, listen.port)
+        host, port = server.sockets[0].getsockname()[:2]
+        self.log.info("relay.listening", role=role, host=host, port=port)
+        return server
 
     async def stop(self, grace: float | None = None) -> None:
         if self.server is None:
             return
         self.server.close()
+        if self.submission is not None:
+            self.submission.close()
         grace = grace if grace is not None else self.config["delivery"]["timeout"] + 5
         try:
             await asyncio.wait_for(self.handler.idle.wait(), grace)

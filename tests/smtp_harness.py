@@ -134,18 +134,20 @@ def _toml(value: Any) -> str:
 class RunningRelay:
     """The relay on a loopback port, with its own store connection for test set-up."""
 
-    def __init__(self, loop: LoopThread, config_path: Path) -> None:
+    def __init__(self, loop: LoopThread, config_path: Path, submission: bool = False) -> None:
         self.loop = loop
         self.config = relay_config.load(config_path)
         self.store = Store.open(self.config.database_path)
         self.store.ensure_secret()
         sock = bound_socket()
         self.port = sock.getsockname()[1]
-        self.server = loop.run(self._make(sock))
+        sub_sock = bound_socket() if submission else None
+        self.submission_port = sub_sock.getsockname()[1] if sub_sock else None
+        self.server = loop.run(self._make(sock, sub_sock))
 
-    async def _make(self, sock: socket.socket) -> RelayServer:
+    async def _make(self, sock: socket.socket, sub_sock: socket.socket | None) -> RelayServer:
         server = RelayServer(self.config)
-        await server.start(sock=sock)
+        await server.start(sock=sock, submission_sock=sub_sock)
         return server
 
     def client(self) -> smtplib.SMTP:

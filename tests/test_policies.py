@@ -45,14 +45,14 @@ def msg(subject="Hello", body="Hi", headers="", ctype="text/plain") -> object:
 
 def ctx(stage="data", *, direction=SELLER_TO_BUYER, mail_from="shop@seller.example",
         rcpt="abc@relay.example", alias_role="buyer", revoked=False, seller=SELLER,
-        buyer=BUYER, senders=frozenset({"shop@seller.example"}), orders=(order(),),
+        buyer=BUYER, senders=frozenset({"shop@seller.example"}), orders=None,
         message=None, from_addresses=("shop@seller.example",), is_reply=False,
         settings=None, alias=True) -> Context:
     return Context(
         stage=stage, envelope=Envelope(mail_from, rcpt), settings=settings or Settings(),
         now=NOW, alias=Alias("abc", PAIR, alias_role, revoked) if alias else None,
         direction=direction, seller=seller, buyer=buyer, seller_senders=senders,
-        orders=orders, message=message if message is not None else msg(
+        orders=orders if orders is not None else (order(),), message=message if message is not None else msg(
             subject=f"Order {ORDER_ID}"), from_addresses=from_addresses, is_reply=is_reply)
 
 

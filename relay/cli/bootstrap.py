@@ -46,6 +46,15 @@ def init_command(config: Config) -> None:
                 fail(f"cannot create maildir {maildir}: {exc.strerror or exc}")
             click.echo(f"maildir {maildir}: created")
 
+    submission = config["submission"]
+    if submission["listen"]:
+        from relay.tls import ensure_self_signed
+
+        made = ensure_self_signed(submission["tls_cert"], submission["tls_key"],
+                                  config["server"]["hostname"])
+        state = "created (self-signed, for local use)" if made else "present"
+        click.echo(f"TLS certificate {submission['tls_cert']}: {state}")
+
     dkim = _dkim_module()
     if dkim is not None and hasattr(dkim, "ensure_key"):
         created = dkim.ensure_key(config)
