@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from policies.chain import Policy
 from policies.context import SELLER_TO_BUYER, Context
-from policies.verdict import Verdict, reject
+from policies.verdict import Verdict, reject, tempfail
 
 HINT = "add it under Messaging Permissions or send from an enabled address"
 
@@ -28,11 +28,19 @@ def check(ctx: Context) -> Verdict | None:
             return reject("the message needs exactly one From address")
         if ctx.from_addresses[0] not in allowed:
             return reject(f"From address is not authorized for this seller: {HINT}")
-        if auth is None and ctx.settings.verify_inbound == "require" and not (
-                ctx.dkim is not None and ctx.dkim.aligned):
-            return reject("the message has no valid DKIM signature of the From domain: send "
-                          "it through your provider with DKIM signing, or through the relay's "
-                          "submission port with your seller login")
+        if auth is None and ctx.settings.verify_inbound == "require":
+            return _require_dkim(ctx)
+    return None
+
+
+def _require_dkim(ctx: Context) -> Verdict | None:
+    if ctx.dkim is not None and ctx.dkim.result == "temperror":
+        return tempfail("the DKIM key of the From domain could not be looked up; try again "
+                        "later", status="4.7.5")
+    if not (ctx.dkim is not None and ctx.dkim.result == "pass" and ctx.dkim.aligned):
+        return reject("the message has no valid DKIM signature of the From domain: send "
+                      "it through your provider with DKIM signing, or through the relay's "
+                      "submission port with your seller login")
     return None
 
 

@@ -13,6 +13,8 @@ from policies.registry import REGISTRY
 from relay import delivery as delivery_backends
 from relay.config import Config, ConfigError
 from relay.delivery import Delivery
+from relay.dkim import DnsResolver, Resolver, Signer
+from relay.logs import get_logger
 from relay.facts import Facts
 from relay.pipeline import Pipeline
 
@@ -39,11 +41,19 @@ def settings_from(config: Config) -> Settings:
     )
 
 
-def build_pipeline(config: Config, store: Store, delivery: Delivery | None = None) -> Pipeline:
+def build_pipeline(config: Config, store: Store, delivery: Delivery | None = None,
+                   resolver: Resolver | None = None) -> Pipeline:
     try:
         policies = chain.build(config["policy"]["order"], REGISTRY)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     settings = settings_from(config)
+    signer = Signer.from_config(config)
+    if signer is None:
+        get_logger().warning("dkim.unsigned", detail="no DKIM key: forwarded mail is not "
+                             "signed; run `relay init` or `relay dkim keygen`")
+    if resolver is None and settings.verify_inbound != "off":
+        resolver = DnsResolver()
     return Pipeline(store, Facts(store, settings), policies,
-                    delivery or delivery_backends.from_config(config), config.alias_domain)
+                    delivery or delivery_backends.from_config(config), config.alias_domain,
+                    signer=signer, resolver=resolver)

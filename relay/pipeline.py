@@ -6,9 +6,10 @@ reply line each returns. Nothing is answered 250 before delivery says the messag
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from email import policy as email_policy
 from email.message import Message
 from email.parser import BytesParser
@@ -18,6 +19,7 @@ from policies import chain
 from policies.context import SELLER_TO_BUYER, Context
 from policies.verdict import Action, Decision
 from relay.delivery import Delivery, DeliveryError
+from relay.dkim import DkimResult, Resolver, Signer, SigningError, verify_inbound
 from relay.facts import Facts, ids_in
 from relay.logs import get_logger
 from relay.rewrite import RewritePlan, rewrite
@@ -41,12 +43,15 @@ class Outcome:
 
 class Pipeline:
     def __init__(self, store: Store, facts: Facts, policies: tuple[chain.Policy, ...],
-                 delivery: Delivery, alias_domain: str) -> None:
+                 delivery: Delivery, alias_domain: str, *, signer: Signer | None = None,
+                 resolver: Resolver | None = None) -> None:
         self.store = store
         self.facts = facts
         self.policies = policies
         self.delivery = delivery
         self.alias_domain = alias_domain
+        self.signer = signer
+        self.resolver = resolver
         self.log = get_logger()
 
     # -- RCPT --------------------------------------------------------------------------
@@ -69,6 +74,7 @@ class Pipeline:
         record_id = new_id()
         msg = parse(raw)
         ctx, threads = self.facts.for_data(rcpt_ctx, msg)
+        ctx = replace(ctx, dkim=await self._dkim(ctx, raw))
         decision = chain.run(self.policies, ctx)
         self._apply_effects(ctx, decision, record_id, delivered=False)
         if decision.action is not Action.ACCEPT:
@@ -80,7 +86,11 @@ class Pipeline:
         plan, mail_from, rcpt = self._plan(ctx, msg, threads, relay_msgid)
         forwarded = rewrite(msg, plan)
         try:
+            if self.signer is not None:
+                forwarded = await asyncio.to_thread(self.signer.sign, forwarded) + forwarded
             await self.delivery.deliver(mail_from, rcpt, forwarded)
+        except SigningError as exc:
+            raise DeliveryError(451, "4.3.0", "temporary failure, try again later") from exc
         except DeliveryError as exc:
             reply = f"{exc.code} {exc.status} {exc.text}"
             self._finish(session, record_id, ctx, decision, reply, len(raw), started,
@@ -95,6 +105,15 @@ class Pipeline:
         reply = f"250 2.0.0 OK queued as {record_id}"
         self._finish(session, record_id, ctx, decision, reply, len(raw), started)
         return Outcome(reply, decision, record_id)
+
+    async def _dkim(self, ctx: Context, raw: bytes) -> DkimResult | None:
+        """Check a seller's DKIM on the MX listener; SMTP AUTH makes it unnecessary."""
+        mode = ctx.settings.verify_inbound
+        if (mode == "off" or ctx.direction != SELLER_TO_BUYER or ctx.envelope.auth_seller
+                or len(ctx.from_addresses) != 1 or self.resolver is None):
+            return None
+        from_domain = ctx.from_addresses[0].rpartition("@")[2]
+        return await asyncio.to_thread(verify_inbound, raw, from_domain, self.resolver)
 
     def _plan(self, ctx: Context, msg: Message, threads: list[dict],
               relay_msgid: str) -> tuple[RewritePlan, str, str]:
@@ -167,16 +186,20 @@ class Pipeline:
             "size": size,
             "duration_ms": round((time.monotonic() - started) * 1000, 2),
         }
+        dkim = ctx.dkim.as_dict() if ctx.dkim is not None else None
         if record and pair is not None:
+            findings = [f.as_dict() for f in decision.findings]
+            if dkim is not None:
+                findings.insert(0, {"check": "dkim", **dkim})
             self.store.record_message({
                 **fields, "ts": ctx.now.isoformat(timespec="seconds"),
-                "findings": [f.as_dict() for f in decision.findings],
-                "rule_ids": list(decision.rule_ids)})
+                "findings": findings, "rule_ids": list(decision.rule_ids)})
         self.log.info("message.decided", msg=record_id, session=session,
                       direction=ctx.direction, seller=fields["seller_id"],
                       pair=fields["pair_id"], decision=outcome, policy=deciding, reason=reason,
                       smtp_code=code, size=size, duration_ms=fields["duration_ms"],
-                      rule_ids=list(decision.rule_ids))
+                      rule_ids=list(decision.rule_ids),
+                      dkim=dkim["result"] if dkim else None)
 
     # -- dry run -----------------------------------------------------------------------
 

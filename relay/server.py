@@ -18,6 +18,7 @@ from aliasdb import Store
 from relay.app import build_pipeline
 from relay.config import Config, HostPort, parse_hostport
 from relay.delivery import Delivery
+from relay.dkim import Resolver
 from relay.handler import RelayHandler
 from relay.logs import get_logger
 
@@ -49,10 +50,10 @@ class RelaySMTP(SMTP):
 
 class RelayServer:
     def __init__(self, config: Config, *, store: Store | None = None,
-                 delivery: Delivery | None = None) -> None:
+                 delivery: Delivery | None = None, resolver: Resolver | None = None) -> None:
         self.config = config
         self.store = store or Store.open(config.database_path)
-        self.pipeline = build_pipeline(config, self.store, delivery)
+        self.pipeline = build_pipeline(config, self.store, delivery, resolver)
         self.handler = RelayHandler(self.pipeline)
         self.connections: set[RelaySMTP] = set()
         self.server: asyncio.base_events.Server | None = None

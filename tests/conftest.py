@@ -32,11 +32,11 @@ def relay_factory(tmp_path, loop_thread, sink):
     """Start relays with config overrides; the default delivers over SMTP to the sink."""
     started = []
 
-    def start(with_submission: bool = False, **sections) -> RunningRelay:
+    def start(with_submission: bool = False, resolver=None, **sections) -> RunningRelay:
         delivery = {"mode": "smtp", "smarthost": f"127.0.0.1:{sink.port}"}
         delivery.update(sections.pop("delivery", {}))
         path = write_config(tmp_path, delivery=delivery, **sections)
-        relay = RunningRelay(loop_thread, path, submission=with_submission)
+        relay = RunningRelay(loop_thread, path, submission=with_submission, resolver=resolver)
         started.append(relay)
         return relay
 

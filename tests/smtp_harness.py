@@ -19,6 +19,7 @@ from aiosmtpd.smtp import SMTP
 
 from aliasdb import Store
 from relay import config as relay_config
+from relay.dkim import ensure_key
 from relay.server import RelayServer
 
 REPO = Path(__file__).resolve().parents[1]
@@ -106,6 +107,7 @@ def write_config(tmp: Path, **sections: dict) -> Path:
     values: dict[str, dict] = {
         "server": {"alias_domain": "relay.example", "hostname": "relay.example"},
         "database": {"path": "relay.db"},
+        "dkim": {"key": "dkim.key"},
         "delivery": {"mode": "maildir", "maildir": "maildir", "timeout": 10},
         "policy": {"content_rules": str(REPO / "conf" / "content_rules.toml"),
                    "contact_reasons": str(REPO / "conf" / "contact_reasons.toml")},
@@ -134,11 +136,14 @@ def _toml(value: Any) -> str:
 class RunningRelay:
     """The relay on a loopback port, with its own store connection for test set-up."""
 
-    def __init__(self, loop: LoopThread, config_path: Path, submission: bool = False) -> None:
+    def __init__(self, loop: LoopThread, config_path: Path, submission: bool = False,
+                 resolver=None) -> None:
         self.loop = loop
         self.config = relay_config.load(config_path)
         self.store = Store.open(self.config.database_path)
         self.store.ensure_secret()
+        ensure_key(self.config)  # as `relay init` does
+        self.resolver = resolver
         sock = bound_socket()
         self.port = sock.getsockname()[1]
         sub_sock = bound_socket() if submission else None
@@ -146,7 +151,7 @@ class RunningRelay:
         self.server = loop.run(self._make(sock, sub_sock))
 
     async def _make(self, sock: socket.socket, sub_sock: socket.socket | None) -> RelayServer:
-        server = RelayServer(self.config)
+        server = RelayServer(self.config, resolver=self.resolver)
         await server.start(sock=sock, submission_sock=sub_sock)
         return server
 
