@@ -14,8 +14,8 @@ from relay import delivery as delivery_backends
 from relay.config import Config, ConfigError
 from relay.delivery import Delivery
 from relay.dkim import DnsResolver, Resolver, Signer
-from relay.logs import get_logger
 from relay.facts import Facts
+from relay.logs import get_logger
 from relay.pipeline import Pipeline
 
 

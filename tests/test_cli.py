@@ -24,7 +24,8 @@ class Cli:
     def __init__(self, tmp_path: Path) -> None:
         self.dir = tmp_path
         self.config = tmp_path / "relay.toml"
-        self.config.write_text('[database]\npath = "relay.db"\n\n[delivery]\nmaildir = "maildir"\n\n[dkim]\nkey = "dkim.key"\n')
+        self.config.write_text('[database]\npath = "relay.db"\n\n[delivery]\n'
+                               'maildir = "maildir"\n\n[dkim]\nkey = "dkim.key"\n')
         self.db = tmp_path / "relay.db"
         self.runner = CliRunner()
 
