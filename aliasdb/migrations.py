@@ -122,6 +122,16 @@ MIGRATIONS: list[str] = [
         updated_at TEXT NOT NULL
     );
     """,
+    # 3: bounces and auto-replies
+    """
+    ALTER TABLE messages ADD COLUMN order_id TEXT;
+    ALTER TABLE messages ADD COLUMN auto_reply INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE messages ADD COLUMN bounce TEXT;
+    ALTER TABLE messages ADD COLUMN bounced_at TEXT;
+    ALTER TABLE buyers ADD COLUMN bouncing_since TEXT;
+    CREATE INDEX messages_pair_auto ON messages(pair_id, direction, auto_reply, ts);
+    CREATE INDEX messages_buyer_bounce ON messages(buyer_id, bounce, bounced_at);
+    """,
 ]
 
 

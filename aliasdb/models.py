@@ -26,6 +26,7 @@ class Buyer:
     address: str
     name: str | None
     opted_out: bool
+    bouncing: bool = False  # hard bounces flagged the address as not accepting mail
 
 
 @dataclass(frozen=True)

@@ -220,7 +220,8 @@ class Store:
         row = self._one("SELECT * FROM buyers WHERE id = ?", buyer_id)
         if row is None:
             return None
-        return Buyer(row["id"], row["address"], row["name"], row["opted_out_at"] is not None)
+        return Buyer(row["id"], row["address"], row["name"], row["opted_out_at"] is not None,
+                     row["bouncing_since"] is not None)
 
     def buyer(self, buyer_id: str) -> Buyer:
         found = self.find_buyer(buyer_id)
@@ -276,6 +277,12 @@ class Store:
             return None
         return Alias(row["token"], Pair(row["id"], row["seller_id"], row["buyer_id"]),
                      row["role"], row["revoked_at"] is not None)
+
+    def alias_of_pair(self, pair_id: int, role: str) -> Alias | None:
+        """The newest alias of one side of a pair, revoked or not."""
+        row = self._one("SELECT token FROM aliases WHERE pair_id = ? AND role = ?"
+                        " ORDER BY generation DESC LIMIT 1", pair_id, role)
+        return None if row is None else self.resolve_alias(row["token"])
 
     def revoke_alias(self, token: str) -> Alias:
         with self.transaction():
@@ -382,6 +389,32 @@ class Store:
         return [dict(r) for r in self._all(
             f"SELECT * FROM threads WHERE pair_id = ? AND (relay_msgid IN ({marks})"
             f" OR original_msgid IN ({marks}))", pair.id, *ids, *ids)]
+
+    def mark_bounce(self, message_id: str, kind: str) -> None:
+        """Record that a delivered message bounced; a hard bounce wins over a soft one."""
+        with self.transaction():
+            self.conn.execute(
+                "UPDATE messages SET bounce = CASE WHEN bounce = 'hard' THEN 'hard' ELSE ? END,"
+                " bounced_at = ? WHERE id = ?", (kind, now_iso(), message_id))
+
+    def count_hard_bounces(self, buyer_id: str, since: datetime) -> int:
+        return self._one(
+            "SELECT COUNT(*) FROM messages WHERE buyer_id = ? AND bounce = 'hard'"
+            " AND direction = 'seller_to_buyer' AND bounced_at >= ?", buyer_id, _iso(since))[0]
+
+    def set_bouncing(self, buyer_id: str, bouncing: bool) -> Buyer:
+        with self.transaction():
+            self.buyer(buyer_id)
+            self.conn.execute(
+                "UPDATE buyers SET bouncing_since = ? WHERE id = ?",
+                (now_iso() if bouncing else None, buyer_id))
+        return self.buyer(buyer_id)
+
+    def count_auto_replies(self, pair_id: int, direction: str, since: datetime) -> int:
+        """Auto-replies forwarded in this conversation since ``since``."""
+        return self._one(
+            "SELECT COUNT(*) FROM messages WHERE pair_id = ? AND direction = ? AND auto_reply = 1"
+            " AND decision = 'delivered' AND ts >= ?", pair_id, direction, _iso(since))[0]
 
     # -- strikes, review requests, reports ---------------------------------------------
 

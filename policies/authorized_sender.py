@@ -13,6 +13,7 @@ from policies.context import SELLER_TO_BUYER, Context
 from policies.verdict import Verdict, reject, tempfail
 
 HINT = "add it under Messaging Permissions or send from an enabled address"
+NULL_SENDER = "the null sender is only accepted for automatic replies"
 
 
 def check(ctx: Context) -> Verdict | None:
@@ -21,7 +22,11 @@ def check(ctx: Context) -> Verdict | None:
     if auth is not None and ctx.alias is not None and auth != ctx.alias.pair.seller_id:
         return reject("you are logged in as another seller: this buyer alias belongs to a "
                       "different seller account")
-    if ctx.envelope.mail_from not in allowed:
+    if ctx.envelope.mail_from == "":
+        # an out-of-office answer comes from the null sender: let it show its headers
+        if ctx.stage == "data" and not ctx.auto_reply:
+            return reject(NULL_SENDER)
+    elif ctx.envelope.mail_from not in allowed:
         return reject(f"sender address is not authorized for this seller: {HINT}")
     if ctx.stage == "data":
         if len(ctx.from_addresses) != 1:

@@ -11,7 +11,11 @@ def check(ctx: Context) -> Verdict | None:
     if ctx.envelope.auth_seller is not None:
         return reject("a seller login cannot write to a seller alias")
     buyer = ctx.buyer.address if ctx.buyer else None
-    if ctx.envelope.mail_from != buyer:
+    if ctx.envelope.mail_from == "":
+        # an out-of-office answer comes from the null sender: let it show its headers
+        if ctx.stage == "data" and not ctx.auto_reply:
+            return reject("the null sender is only accepted for automatic replies")
+    elif ctx.envelope.mail_from != buyer:
         return reject("this address may only be written to from the buyer's registered "
                       "address; reply from the address you used on the marketplace")
     if ctx.stage == "data" and ctx.from_addresses != (buyer,):

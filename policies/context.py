@@ -12,6 +12,15 @@ from aliasdb.models import Alias, Buyer, Order, Seller
 
 SELLER_TO_BUYER = "seller_to_buyer"
 BUYER_TO_SELLER = "buyer_to_seller"
+BOUNCE = "bounce"  # a DSN (or auto-reply) to one of our VERP addresses
+CONTROL = "control"  # a buyer's opt-out or opt-in message
+MESSAGE_FLOWS = (SELLER_TO_BUYER, BUYER_TO_SELLER)
+ALL_FLOWS = (SELLER_TO_BUYER, BUYER_TO_SELLER, BOUNCE, CONTROL)
+
+# RFC 3834 Auto-Submitted, and the markers older vacation programs use instead
+_AUTO_PRECEDENCE = {"auto_reply", "bulk", "junk", "list"}
+_AUTO_HEADERS = ("X-Autoreply", "X-Autorespond", "X-Autoreply-From", "X-Mail-Autoreply",
+                 "X-Vacation")
 
 
 @dataclass(frozen=True)
@@ -32,6 +41,7 @@ class Settings:
     content_rules: Any = None  # policies.content.ContentRules, loaded by the config
     contact_reasons: Any = None  # policies.reasons.ContactReasons
     verify_inbound: str = "off"  # "require" | "record" | "off"
+    max_hops: int = 30  # Received headers; more means a mail loop
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,6 +63,8 @@ class Context:
     reply_to_addresses: tuple[str, ...] = ()
     is_reply: bool = False  # answers a message the buyer sent through the relay
     dkim: Any = None  # relay.dkim.DkimResult of the MX listener's check, if one ran
+    control: Any = None  # relay.verp.ControlAddress when the recipient is one
+    recent_auto_replies: int = 0  # auto-replies forwarded in this conversation today
 
     @cached_property
     def subject(self) -> str:
@@ -66,6 +78,19 @@ class Context:
         from policies.text import visible_text
 
         return visible_text(self.message) if self.message is not None else ""
+
+    @cached_property
+    def auto_reply(self) -> bool:
+        """Whether the message says it was sent by a program (vacation, auto-responder)."""
+        msg = self.message
+        if msg is None:
+            return False
+        auto = str(msg.get("Auto-Submitted", "no")).strip().lower()
+        if auto and not auto.startswith("no"):
+            return True
+        if str(msg.get("Precedence", "")).strip().lower() in _AUTO_PRECEDENCE:
+            return True
+        return any(msg.get(name) is not None for name in _AUTO_HEADERS)
 
     @cached_property
     def named_orders(self) -> tuple[Order, ...]:

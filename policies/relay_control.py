@@ -5,11 +5,12 @@ from __future__ import annotations
 import re
 
 from policies.chain import Policy
-from policies.context import Context
+from policies.context import ALL_FLOWS, Context
 from policies.verdict import Verdict, reject
 
-# An alias local part is a plain token; %, !, quotes, routes and dots never are.
-PLAIN_LOCAL = re.compile(r"[a-z0-9]+")
+# An alias is a plain token and a signed relay address dash-separated tokens;
+# %, !, quotes, routes and dots never are.
+PLAIN_LOCAL = re.compile(r"[a-z0-9]+(?:-[a-z0-9]+)*")
 
 
 def is_local_address(rcpt: str, alias_domain: str) -> bool:
@@ -24,4 +25,4 @@ def check(ctx: Context) -> Verdict | None:
                   f"@{ctx.settings.alias_domain} aliases")
 
 
-POLICY = Policy("relay_control", ("rcpt",), check)
+POLICY = Policy("relay_control", ("rcpt",), check, ALL_FLOWS)

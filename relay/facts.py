@@ -8,8 +8,18 @@ from email.message import Message
 from email.utils import getaddresses
 
 from aliasdb import Store
-from policies.context import BUYER_TO_SELLER, SELLER_TO_BUYER, Context, Envelope, Settings
+from aliasdb.models import Alias
+from policies.context import (
+    BOUNCE,
+    BUYER_TO_SELLER,
+    CONTROL,
+    SELLER_TO_BUYER,
+    Context,
+    Envelope,
+    Settings,
+)
 from policies.relay_control import is_local_address
+from relay import verp
 from relay.addresses import BadAddress, normalize
 
 
@@ -58,15 +68,37 @@ class Facts:
         ctx = Context("rcpt", envelope, self.settings, now or datetime.now(UTC))
         if not is_local_address(envelope.rcpt_to, self.settings.alias_domain):
             return ctx
-        alias = self.store.resolve_alias(envelope.rcpt_to.rpartition("@")[0])
+        local = envelope.rcpt_to.rpartition("@")[0]
+        control = verp.parse(self.store.secret, local)
+        if control is not None:
+            return self._for_control(ctx, control)
+        alias = self.store.resolve_alias(local)
         if alias is None:
-            return replace(ctx, alias=None)
+            return ctx
+        return self._with_pair(ctx, alias,
+                               SELLER_TO_BUYER if alias.role == "buyer" else BUYER_TO_SELLER)
+
+    def _for_control(self, ctx: Context, control: verp.ControlAddress) -> Context:
+        """A bounce or opt-out address: the pair it stands for, if it is genuine."""
+        alias = None
+        if control.valid and control.kind == "bounce":
+            record = self.store.find_message(control.value)
+            if record is not None and record["pair_id"] is not None:
+                alias = self.store.alias_of_pair(record["pair_id"], "buyer")
+        elif control.valid:
+            alias = self.store.resolve_alias(control.value)
+        if alias is None:
+            return replace(ctx, control=replace(control, valid=False))
+        return replace(self._with_pair(ctx, alias, BOUNCE if control.kind == "bounce"
+                                       else CONTROL), control=control)
+
+    def _with_pair(self, ctx: Context, alias: Alias, direction: str) -> Context:
         pair = alias.pair
         seller = self.store.find_seller(pair.seller_id)
         return replace(
             ctx,
             alias=alias,
-            direction=SELLER_TO_BUYER if alias.role == "buyer" else BUYER_TO_SELLER,
+            direction=direction,
             seller=seller,
             buyer=self.store.find_buyer(pair.buyer_id),
             seller_senders=self.store.enabled_senders(pair.seller_id),
@@ -89,6 +121,8 @@ class Facts:
             orders=orders,
             recent_strikes=self.store.count_strikes(pair.seller_id, window),
             review_requests=self.store.review_requested(o.id for o in orders),
+            recent_auto_replies=self.store.count_auto_replies(
+                pair.id, ctx.direction, ctx.now - timedelta(days=1)),
             is_reply=any(t["direction"] == BUYER_TO_SELLER and t["relay_msgid"] in
                          message_ids(msg) for t in threads),
         ), threads

@@ -10,28 +10,24 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass, replace
-from email import policy as email_policy
 from email.message import Message
-from email.parser import BytesParser
 
 from aliasdb import Store
 from policies import chain
-from policies.context import SELLER_TO_BUYER, Context
+from policies.context import BOUNCE, CONTROL, SELLER_TO_BUYER, Context
+from policies.loop import LOOP_HEADER
 from policies.verdict import Action, Decision
+from relay import verp
+from relay.control import ControlMail
 from relay.delivery import Delivery, DeliveryError
-from relay.dkim import DkimResult, Resolver, Signer, SigningError, verify_inbound
+from relay.dkim import DkimResult, Resolver, Signer, verify_inbound
 from relay.facts import Facts, ids_in
 from relay.logs import get_logger
+from relay.parsing import parse
 from relay.rewrite import RewritePlan, rewrite
-
-_parser = BytesParser(policy=email_policy.compat32)
 
 OK_RCPT = "250 2.1.5 OK"
 TEMPFAIL = "451 4.3.0 temporary failure, try again later"
-
-
-def parse(raw: bytes) -> Message:
-    return _parser.parsebytes(raw)
 
 
 @dataclass
@@ -52,6 +48,7 @@ class Pipeline:
         self.alias_domain = alias_domain
         self.signer = signer
         self.resolver = resolver
+        self.control = ControlMail(store, delivery, alias_domain, signer)
         self.log = get_logger()
 
     # -- RCPT --------------------------------------------------------------------------
@@ -74,6 +71,8 @@ class Pipeline:
         record_id = new_id()
         msg = parse(raw)
         ctx, threads = self.facts.for_data(rcpt_ctx, msg)
+        if ctx.direction in (BOUNCE, CONTROL):
+            return await self._control_mail(session, record_id, ctx, msg, len(raw), started)
         ctx = replace(ctx, dkim=await self._dkim(ctx, raw))
         decision = chain.run(self.policies, ctx)
         self._apply_effects(ctx, decision, record_id, delivered=False)
@@ -83,18 +82,17 @@ class Pipeline:
             return Outcome(reply, decision, record_id)
 
         relay_msgid = f"<{secrets.token_hex(12)}@{self.alias_domain}>"
-        plan, mail_from, rcpt = self._plan(ctx, msg, threads, relay_msgid)
-        forwarded = rewrite(msg, plan)
+        plan, rcpt = self._plan(ctx, msg, threads, relay_msgid)
+        bounce_to = verp.bounce_address(self.store.secret, record_id, self.alias_domain)
         try:
+            forwarded = rewrite(msg, plan)
             if self.signer is not None:
                 forwarded = await asyncio.to_thread(self.signer.sign, forwarded) + forwarded
-            await self.delivery.deliver(mail_from, rcpt, forwarded)
-        except SigningError as exc:
-            raise DeliveryError(451, "4.3.0", "temporary failure, try again later") from exc
+            await self.delivery.deliver(bounce_to, rcpt, forwarded)
         except DeliveryError as exc:
             reply = f"{exc.code} {exc.status} {exc.text}"
             self._finish(session, record_id, ctx, decision, reply, len(raw), started,
-                         failure="rejected" if exc.permanent else "tempfail")
+                         outcome="rejected" if exc.permanent else "tempfail")
             return Outcome(reply, decision, record_id)
 
         original_msgid = (msg.get("Message-ID") or "").strip()
@@ -104,6 +102,16 @@ class Pipeline:
         self._apply_effects(ctx, decision, record_id, delivered=True)
         reply = f"250 2.0.0 OK queued as {record_id}"
         self._finish(session, record_id, ctx, decision, reply, len(raw), started)
+        return Outcome(reply, decision, record_id)
+
+    async def _control_mail(self, session: str, record_id: str, ctx: Context, msg: Message,
+                            size: int, started: float) -> Outcome:
+        try:
+            reply, outcome = await self.control.handle(ctx, msg)
+        except DeliveryError as exc:  # our notice could not go out: let the sender retry
+            reply, outcome = f"451 {exc.status} {exc.text}", "tempfail"
+        decision = Decision()
+        self._finish(session, record_id, ctx, decision, reply, size, started, outcome=outcome)
         return Outcome(reply, decision, record_id)
 
     async def _dkim(self, ctx: Context, raw: bytes) -> DkimResult | None:
@@ -116,7 +124,7 @@ class Pipeline:
         return await asyncio.to_thread(verify_inbound, raw, from_domain, self.resolver)
 
     def _plan(self, ctx: Context, msg: Message, threads: list[dict],
-              relay_msgid: str) -> tuple[RewritePlan, str, str]:
+              relay_msgid: str) -> tuple[RewritePlan, str]:
         pair = ctx.alias.pair
         tokens = self.store.aliases(pair)
         seller_alias = f"{tokens['seller']}@{self.alias_domain}"
@@ -135,11 +143,17 @@ class Pipeline:
             sender = (buyer.name, buyer_alias)
             recipient = (seller.name, seller.inbox)
         in_reply_to, references = map_thread(msg, threads, ctx.direction)
+        extra = [(LOOP_HEADER, self.alias_domain)]
+        if ctx.auto_reply:
+            extra.append(("Auto-Submitted", "auto-replied"))
+        if ctx.direction == SELLER_TO_BUYER:
+            optout = verp.optout_address(self.store.secret, tokens["buyer"], self.alias_domain)
+            extra.append(("List-Unsubscribe", f"<mailto:{optout}?subject=unsubscribe>"))
         plan = RewritePlan(
             from_name=sender[0], from_addr=sender[1], to_name=recipient[0],
             to_addr=recipient[1], message_id=relay_msgid, in_reply_to=in_reply_to,
-            references=references, replacements=replacements)
-        return plan, sender[1], recipient[1]
+            references=references, replacements=replacements, extra_headers=tuple(extra))
+        return plan, recipient[1]
 
     def _apply_effects(self, ctx: Context, decision: Decision, record_id: str,
                        delivered: bool) -> None:
@@ -160,17 +174,17 @@ class Pipeline:
 
     def _finish(self, session: str, record_id: str, ctx: Context, decision: Decision,
                 reply: str, size: int, started: float, *, record: bool = True,
-                failure: str | None = None) -> None:
+                outcome: str | None = None) -> None:
+        """Record and log one decision; ``outcome`` overrides the chain's (delivery, control)."""
         code = int(reply[:3])
-        if failure is not None:
-            outcome = failure
-        else:
+        if outcome is None:
             outcome = {Action.ACCEPT: "delivered", Action.REJECT: "rejected",
                        Action.TEMPFAIL: "tempfail"}[decision.action]
-        deciding = decision.decisive.policy if decision.decisive else (
-            "delivery" if failure else None)
-        reason = decision.decisive.verdict.reason if decision.decisive else (
-            reply[10:] if failure else None)
+            deciding = decision.decisive.policy if decision.decisive else None
+            reason = decision.decisive.verdict.reason if decision.decisive else None
+        else:
+            deciding = "delivery" if ctx.control is None else ctx.control.kind
+            reason = reply[10:]
         pair = ctx.alias.pair if ctx.alias else None
         fields = {
             "id": record_id,
@@ -185,6 +199,8 @@ class Pipeline:
             "smtp_code": code,
             "size": size,
             "duration_ms": round((time.monotonic() - started) * 1000, 2),
+            "order_id": ctx.referenced_orders[0].id if ctx.referenced_orders else None,
+            "auto_reply": int(ctx.auto_reply),
         }
         dkim = ctx.dkim.as_dict() if ctx.dkim is not None else None
         if record and pair is not None:

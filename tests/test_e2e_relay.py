@@ -83,6 +83,7 @@ def test_no_real_address_survives_delivery(relay_factory, sink):
     parties = seed(relay.store)
     b64 = base64.encodebytes(f"base64 part {SELLER_ADDR} {BUYER_ADDR}".encode()).decode()
     qp = quopri.encodestring(f"qp part = {SELLER_ADDR} and {SELLER_INBOX} =".encode()).decode()
+    b64, qp = (text.replace("\n", "\r\n") for text in (b64, qp))  # on the wire: CRLF only
     body = (
         f"From: Owen <{SELLER_ADDR}>\r\nTo: {parties.buyer_alias}\r\n"
         f"Cc: {SELLER_INBOX}\r\nReply-To: {SELLER_ADDR}\r\nSender: {SELLER_ADDR}\r\n"

@@ -95,7 +95,7 @@ def test_seller_status():
 @pytest.mark.parametrize(("stage", "mail_from", "from_addresses", "expected"), [
     ("rcpt", "shop@seller.example", (), None),
     ("rcpt", "other@seller.example", (), "reject"),
-    ("rcpt", "", (), "reject"),  # the null sender is no seller
+    ("rcpt", "", (), None),  # the null sender may be an out-of-office: DATA decides
     ("data", "shop@seller.example", ("shop@seller.example",), None),
     ("data", "shop@seller.example", ("boss@seller.example",), "reject"),
     ("data", "shop@seller.example", ("shop@seller.example", "shop@seller.example"), "reject"),
@@ -104,6 +104,38 @@ def test_seller_status():
 def test_authorized_sender(stage, mail_from, from_addresses, expected):
     context = ctx(stage, mail_from=mail_from, from_addresses=from_addresses)
     assert outcome(authorized_sender.check, context) == expected
+
+
+@pytest.mark.parametrize(("headers", "expected"), [
+    ("", "reject"),
+    ("Auto-Submitted: auto-replied\r\n", None),
+    ("Auto-Submitted: no\r\n", "reject"),
+    ("Precedence: auto_reply\r\n", None),
+    ("X-Autoreply: yes\r\n", None),
+    ("X-Auto-Response-Suppress: All\r\n", "reject"),  # Outlook puts it on ordinary mail
+])
+def test_null_sender_only_for_auto_replies(headers, expected):
+    context = ctx(mail_from="", message=msg(f"Order {ORDER_ID}", headers=headers))
+    assert outcome(authorized_sender.check, context) == expected
+    buyer_ctx = ctx(mail_from="", direction=BUYER_TO_SELLER, from_addresses=(BUYER.address,),
+                    message=msg("Re: hi", headers=headers))
+    assert outcome(buyer_sender.check, buyer_ctx) == expected
+
+
+def test_loop_and_auto_reply_limits():
+    from policies import auto_reply, loop
+
+    marked = msg(headers="X-Relay-Loop: relay.example\r\n")
+    assert loop.check(ctx(message=marked)).status == "5.4.6"
+    hops = msg(headers="Received: from x by y\r\n" * 31)
+    assert loop.check(ctx(message=hops)).code == 554
+    assert loop.check(ctx(message=msg(headers="Received: from x by y\r\n" * 30))) is None
+    auto = msg(headers="Auto-Submitted: auto-replied\r\n")
+    assert auto_reply.check(ctx(message=auto)) is None
+    from dataclasses import replace
+
+    assert auto_reply.check(replace(ctx(message=auto), recent_auto_replies=1)) is not None
+    assert auto_reply.check(replace(ctx(), recent_auto_replies=1)) is None
 
 
 @pytest.mark.parametrize(("mail_from", "from_addresses", "expected"), [

@@ -97,8 +97,11 @@ def test_wrong_password_gets_535_and_repeated_failures_lock_out(sub):
 
 
 def test_unknown_seller_login_gets_535(sub):
-    with client(sub) as conn, pytest.raises(smtplib.SMTPAuthenticationError):
-        conn.login("nobody", PASSWORD)
+    import base64
+
+    unknown = "PLAIN " + base64.b64encode(f"\0nobody\0{PASSWORD}".encode()).decode()
+    with client(sub) as conn:
+        assert conn.docmd("AUTH", unknown)[0] == 535
 
 
 def test_authenticated_seller_cannot_use_another_sellers_alias_or_address(sub, sink):
