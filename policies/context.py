@@ -42,6 +42,7 @@ class Settings:
     contact_reasons: Any = None  # policies.reasons.ContactReasons
     verify_inbound: str = "off"  # "require" | "record" | "off"
     max_hops: int = 30  # Received headers; more means a mail loop
+    customer_service: str = ""  # the marketplace's address (fulfilment = marketplace)
 
 
 @dataclass(frozen=True, eq=False)

@@ -5,8 +5,9 @@ The table is data (`conf/contact_reasons.toml`); this module only reads it.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from aliasdb.models import Order
 
@@ -29,6 +30,7 @@ class Window:
 class ContactReasons:
     windows: dict[str, Window]
     customizable: frozenset[str]
+    customer_service: tuple[re.Pattern, ...] = field(default=())
 
     @classmethod
     def from_dict(cls, data: dict) -> ContactReasons:
@@ -40,7 +42,16 @@ class ContactReasons:
                                     bool(spec.get("customizable_only", False)),
                                     str(spec.get("why", "")))
         customizable = frozenset(c.lower() for c in data.get("customizable_categories", []))
-        return cls(windows, customizable)
+        patterns = data.get("customer_service", {}).get("patterns", [])
+        try:
+            service = tuple(re.compile(p, re.IGNORECASE) for p in patterns)
+        except re.error as exc:
+            raise ValueError(f"contact reasons: bad customer_service pattern: {exc}") from None
+        return cls(windows, customizable, service)
+
+    def is_customer_service(self, text: str) -> bool:
+        """A request only the fulfiller can settle: delivery, returns, refunds."""
+        return any(p.search(text) for p in self.customer_service)
 
     def why_not(self, topic: str, orders: Iterable[Order]) -> str | None:
         """None when some order allows the topic, else the reason it is out of its window."""

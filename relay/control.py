@@ -80,7 +80,7 @@ class ControlMail:
                 f"{original['id']}): {REASONS[kind]}.\n\nThis notice was written by the "
                 "marketplace's mail relay; replies to it are not read.\n")
         subject = ("Undeliverable" if kind == "hard" else "Delayed") + f": your message{about}"
-        await self._send(to, to_name, subject, body)
+        await self.send_notice(to, to_name, subject, body)
 
     async def optout(self, ctx: Context) -> tuple[str, str]:
         buyer = ctx.buyer
@@ -101,11 +101,11 @@ class ControlMail:
             subject = "You will receive seller messages by email again"
             body = f"You have opted back in to messages from sellers.\n\nTo opt out, send " \
                    f"any email to {again}\n"
-        await self._send(buyer.address, buyer.name, subject, body, sender="noreply",
+        await self.send_notice(buyer.address, buyer.name, subject, body, sender="noreply",
                          sender_name="Marketplace messages")
         return f"250 2.0.0 OK, {'opted out' if opt_out else 'opted in'}", ctx.control.kind
 
-    async def _send(self, to: str, to_name: str | None, subject: str, body: str, *,
+    async def send_notice(self, to: str, to_name: str | None, subject: str, body: str, *,
                     sender: str = "mailer-daemon",
                     sender_name: str = "Mail Delivery System") -> None:
         data = notices.build(domain=self.domain, to_addr=to, to_name=to_name, subject=subject,

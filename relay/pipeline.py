@@ -82,7 +82,8 @@ class Pipeline:
             return Outcome(reply, decision, record_id)
 
         relay_msgid = f"<{secrets.token_hex(12)}@{self.alias_domain}>"
-        plan, rcpt = self._plan(ctx, msg, threads, relay_msgid)
+        to_service = any(e.kind == "route_customer_service" for e in decision.effects)
+        plan, rcpt = self._plan(ctx, msg, threads, relay_msgid, to_service)
         bounce_to = verp.bounce_address(self.store.secret, record_id, self.alias_domain)
         try:
             forwarded = rewrite(msg, plan)
@@ -100,6 +101,8 @@ class Pipeline:
             self.store.add_thread(relay_msgid, original_msgid, ctx.alias.pair, ctx.direction,
                                   record_id)
         self._apply_effects(ctx, decision, record_id, delivered=True)
+        if to_service:
+            await self._tell_buyer_routed(ctx)
         reply = f"250 2.0.0 OK queued as {record_id}"
         self._finish(session, record_id, ctx, decision, reply, len(raw), started)
         return Outcome(reply, decision, record_id)
@@ -123,8 +126,21 @@ class Pipeline:
         from_domain = ctx.from_addresses[0].rpartition("@")[2]
         return await asyncio.to_thread(verify_inbound, raw, from_domain, self.resolver)
 
-    def _plan(self, ctx: Context, msg: Message, threads: list[dict],
-              relay_msgid: str) -> tuple[RewritePlan, str]:
+    async def _tell_buyer_routed(self, ctx: Context) -> None:
+        """The buyer learns where their message went; a failure here loses nothing."""
+        try:
+            await self.control.send_notice(
+                ctx.buyer.address, ctx.buyer.name,
+                "Your message was passed to the marketplace's customer service",
+                f"The marketplace fulfils orders from {ctx.seller.name}, so delivery, returns "
+                "and refunds are handled by its customer service, who have your message and "
+                "will answer you. Questions about the products themselves still go to the "
+                "seller.\n", sender="noreply", sender_name="Marketplace messages")
+        except DeliveryError:
+            self.log.warning("notice.failed", kind="customer_service", buyer=ctx.buyer.id)
+
+    def _plan(self, ctx: Context, msg: Message, threads: list[dict], relay_msgid: str,
+              to_service: bool = False) -> tuple[RewritePlan, str]:
         pair = ctx.alias.pair
         tokens = self.store.aliases(pair)
         seller_alias = f"{tokens['seller']}@{self.alias_domain}"
@@ -139,6 +155,9 @@ class Pipeline:
         if ctx.direction == SELLER_TO_BUYER:
             sender = (seller.name, seller_alias)
             recipient = (buyer.name, buyer.address)
+        elif to_service:
+            sender = (buyer.name, buyer_alias)
+            recipient = ("Customer service", ctx.settings.customer_service)
         else:
             sender = (buyer.name, buyer_alias)
             recipient = (seller.name, seller.inbox)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import json
+import threading
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -70,8 +72,44 @@ def seed(store, *, buyer_messages: bool = True, order_status: str = "pending",
     return Parties(f"{tokens['seller']}@relay.example", f"{tokens['buyer']}@relay.example")
 
 
+class LogSink:
+    """Where the relay's JSON log lines go in tests: kept apart from stdout, which click's
+    CliRunner and capsys swap while background servers are still logging."""
+
+    def __init__(self) -> None:
+        self._parts: list[str] = []
+        self._lock = threading.Lock()
+
+    def write(self, text: str) -> int:
+        with self._lock:
+            self._parts.append(text)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def mark(self) -> int:
+        with self._lock:
+            return len(self._parts)
+
+    def events(self, since: int = 0) -> list[dict]:
+        with self._lock:
+            text = "".join(self._parts[since:])
+        return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+LOGS = LogSink()
+
+
 @pytest.fixture(autouse=True, scope="session")
 def json_logs():
     from relay.logs import configure
 
-    configure("json")
+    configure("json", stream=LOGS)
+
+
+@pytest.fixture
+def logs():
+    """The log events of this test: ``logs()`` returns those written so far."""
+    start = LOGS.mark()
+    return lambda: LOGS.events(start)

@@ -216,11 +216,10 @@ def test_maildir_delivery(relay_factory, tmp_path):
     assert list((tmp_path / "maildir" / BUYER_ADDR / "tmp").iterdir()) == []
 
 
-def test_message_decided_log_line_has_ids_not_addresses(relay, sink, capsys):
+def test_message_decided_log_line_has_ids_not_addresses(relay, sink, logs):
     parties = seed(relay.store)
     relay.send(SELLER_ADDR, parties.buyer_alias, seller_message(parties.buyer_alias))
-    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()
-             if line.startswith("{")]
+    lines = logs()
     [decided] = [line for line in lines if line["event"] == "message.decided"]
     for key in ("ts", "level", "session", "msg", "direction", "seller", "pair", "decision",
                 "policy", "reason", "smtp_code", "size", "duration_ms"):
