@@ -32,7 +32,7 @@ def attachments(msg: Message) -> list[Message]:
     for part in msg.walk():
         if part.is_multipart():
             continue
-        disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
+        disposition = str(part.get("Content-Disposition") or "").split(";")[0].strip().lower()
         maintype = part.get_content_maintype()
         if disposition == "attachment" or part.get_filename() or maintype not in ("text",):
             found.append(part)
