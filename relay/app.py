@@ -38,6 +38,8 @@ def settings_from(config: Config) -> Settings:
         content_rules=rules,
         contact_reasons=reasons,
         verify_inbound=config["dkim"]["verify_inbound"],
+        customer_service=config["policy"]["customer_service"],
+        max_hops=config["limits"]["max_hops"],
     )
 
 
@@ -57,3 +59,13 @@ def build_pipeline(config: Config, store: Store, delivery: Delivery | None = Non
     return Pipeline(store, Facts(store, settings), policies,
                     delivery or delivery_backends.from_config(config), config.alias_domain,
                     signer=signer, resolver=resolver)
+
+
+def build_pipeline_check(config: Config) -> None:
+    """Load everything a worker will need, so a bad file fails before any fork."""
+    try:
+        chain.build(config["policy"]["order"], REGISTRY)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    settings_from(config)
+    Signer.from_config(config)

@@ -16,8 +16,9 @@ from typing import Any
 DEFAULT_CONFIG = Path("conf/relay.toml")
 
 DEFAULT_ORDER = [
-    "relay_control", "known_alias", "seller_status", "authorized_sender", "buyer_sender",
-    "buyer_messages", "order_reference", "cutoff", "optout", "content", "attachments",
+    "relay_control", "known_alias", "loop", "deliverable", "seller_status",
+    "authorized_sender", "buyer_sender", "buyer_messages", "auto_reply", "fulfilment",
+    "order_reference", "cutoff", "optout", "content", "attachments",
 ]
 
 DEFAULTS: dict[str, dict[str, Any]] = {
@@ -54,6 +55,15 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "customer_service": "",
     },
     "log": {"format": "json"},
+    "limits": {
+        "max_connections": 200,
+        "max_connections_per_ip": 20,
+        "max_commands": 500,
+        "max_unknown_commands": 10,
+        "messages_per_ip_per_minute": 120,
+        "max_hops": 30,
+        "data_timeout": 240,
+    },
 }
 
 CHOICES = {
@@ -67,7 +77,8 @@ PATHS = {("delivery", "maildir"), ("database", "path"), ("dkim", "key"),
 POSITIVE = {("submission", "auth_fail_limit"), ("submission", "auth_fail_window"),
             ("server", "max_message_bytes"), ("server", "timeout"), ("delivery", "timeout"),
             ("policy", "cutoff_days"), ("policy", "strikes_to_suspend"),
-            ("policy", "strike_window_days"), ("policy", "max_attachment_bytes")}
+            ("policy", "strike_window_days"), ("policy", "max_attachment_bytes"),
+            *(("limits", key) for key in DEFAULTS["limits"])}
 
 
 class ConfigError(ValueError):
@@ -180,4 +191,22 @@ def _check(data: dict[str, Any], base: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"server.alias_domain: expected a lower-case domain, got {domain!r}")
     if not all(isinstance(name, str) for name in merged["policy"]["order"]):
         raise ConfigError("policy.order: expected a list of policy names")
+    _check_limits(merged)
     return merged
+
+
+def _check_limits(merged: dict[str, dict[str, Any]]) -> None:
+    """[limits]: the relations between keys that make the timeouts and caps coherent."""
+    limits = merged["limits"]
+    if limits["data_timeout"] <= merged["delivery"]["timeout"]:
+        raise ConfigError(
+            f"limits.data_timeout: must be longer than delivery.timeout "
+            f"({merged['delivery']['timeout']}), got {limits['data_timeout']}")
+    if limits["data_timeout"] >= 600:
+        raise ConfigError(
+            f"limits.data_timeout: must be under 600 (RFC 5321 gives a client 10 minutes "
+            f"to wait for the answer to DATA), got {limits['data_timeout']}")
+    if limits["max_connections_per_ip"] > limits["max_connections"]:
+        raise ConfigError(
+            f"limits.max_connections_per_ip: must not exceed limits.max_connections "
+            f"({limits['max_connections']}), got {limits['max_connections_per_ip']}")

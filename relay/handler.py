@@ -1,23 +1,33 @@
-"""The aiosmtpd handler: turns SMTP events into pipeline calls, nothing more."""
+"""The aiosmtpd handler: turns SMTP events into pipeline calls, nothing more.
+
+Besides the calls, it owns the timing of DATA (see `handle_DATA`) and the checks on the
+raw bytes that must run before anything parses them (relay.wire).
+"""
 
 from __future__ import annotations
 
 import asyncio
 
+from relay import wire
 from relay.logs import get_logger
-from relay.pipeline import TEMPFAIL, Pipeline
+from relay.pipeline import TEMPFAIL, Pipeline, new_id
 
 ONE_RECIPIENT = ("452 4.5.3 one recipient per message: send the message to the next "
                  "recipient in a new transaction")
+SHUTTING_DOWN = "421 4.3.2 the relay is shutting down, try again later"
+TIMED_OUT = "451 4.4.2 the message could not be handed on in time, try again later"
 
 
 class RelayHandler:
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, *, data_timeout: float = 240) -> None:
         self.pipeline = pipeline
+        self.data_timeout = data_timeout
         self.log = get_logger()
         self.inflight = 0
         self.idle = asyncio.Event()
         self.idle.set()
+        self.stopping = False  # set by RelayServer.stop: no new message is started
+        self._tasks: set[asyncio.Task] = set()
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
         # Every message gets its own decision, so a second recipient waits its turn.
@@ -32,19 +42,59 @@ class RelayHandler:
         return reply
 
     async def handle_DATA(self, server, session, envelope) -> str:
+        """Check the raw bytes, then run the pipeline to its end whatever the client does.
+
+        The pipeline runs in its own task, shielded: a client that hangs up (or a session
+        closed at shutdown) cannot cancel a delivery half-way, where the next hop may
+        already hold the message and the outcome would go unrecorded. The task answers
+        within `limits.data_timeout` (451 past it), under the 10 minutes RFC 5321
+        4.5.3.2.6 gives a client to wait for this reply; RelaySMTP's session timer sleeps
+        meanwhile. Next-hop stalls end sooner, at `delivery.timeout`, which is shorter.
+        """
+        if self.stopping:
+            return SHUTTING_DOWN
+        raw = envelope.original_content
+        problem = wire.data_problem(raw)
+        if problem is not None:
+            self._refused(session.relay_id, envelope, problem, len(raw))
+            return problem
         self.inflight += 1
         self.idle.clear()
+        task = asyncio.ensure_future(self._data(session.relay_id, envelope.relay_ctx, raw))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return await asyncio.shield(task)
+
+    async def _data(self, session: str, ctx, raw: bytes) -> str:
         try:
-            outcome = await self.pipeline.data(session.relay_id, envelope.relay_ctx,
-                                               envelope.original_content)
+            async with asyncio.timeout(self.data_timeout):
+                outcome = await self.pipeline.data(session, ctx, raw)
             return outcome.reply
+        except TimeoutError:
+            self.log.error("message.timeout", session=session, budget_s=self.data_timeout)
+            return TIMED_OUT
         except Exception:
-            self.log.exception("message.error", session=session.relay_id)
+            self.log.exception("message.error", session=session)
             return TEMPFAIL
-        finally:
-            self.inflight -= 1
-            if not self.inflight:
-                self.idle.set()
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        self.inflight -= 1
+        if not self.inflight:
+            self.idle.set()
+
+    def _refused(self, session: str, envelope, reply: str, size: int) -> None:
+        """The message.decided line for a refusal made before the pipeline saw the message."""
+        ctx = getattr(envelope, "relay_ctx", None)
+        alias = getattr(ctx, "alias", None)
+        pair = alias.pair if alias is not None else None
+        policy = reply.rpartition("(policy=")[2].rstrip(")") or None
+        self.log.info("message.decided", msg=new_id(), session=session,
+                      direction=getattr(ctx, "direction", None),
+                      seller=pair.seller_id if pair else None, pair=pair.id if pair else None,
+                      decision="rejected", policy=policy,
+                      reason=reply[10:].partition(" (policy=")[0], smtp_code=int(reply[:3]),
+                      size=size, duration_ms=0.0, rule_ids=[])
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd's default answers 500 with the exception text: permanent, and it leaks.
@@ -55,3 +105,4 @@ class RelayHandler:
 def _peer(session) -> str:
     peer = session.peer
     return peer[0] if isinstance(peer, tuple) else str(peer or "")
+

@@ -52,7 +52,8 @@ def ctx(stage="data", *, direction=SELLER_TO_BUYER, mail_from="shop@seller.examp
         stage=stage, envelope=Envelope(mail_from, rcpt), settings=settings or Settings(),
         now=NOW, alias=Alias("abc", PAIR, alias_role, revoked) if alias else None,
         direction=direction, seller=seller, buyer=buyer, seller_senders=senders,
-        orders=orders if orders is not None else (order(),), message=message if message is not None else msg(
+        orders=orders if orders is not None else (order(),),
+        message=message if message is not None else msg(
             subject=f"Order {ORDER_ID}"), from_addresses=from_addresses, is_reply=is_reply)
 
 
