@@ -95,7 +95,8 @@ class SmtpDelivery:
         self.helo = helo
         self.timeout = timeout
         self.pool_size = pool_size
-        self._idle: list[aiosmtplib.SMTP] = []
+        self.fresh_for = 2.0  # seconds a pooled connection is trusted without a NOOP
+        self._idle: list[tuple[aiosmtplib.SMTP, float]] = []
 
     async def _connect(self) -> aiosmtplib.SMTP:
         client = aiosmtplib.SMTP(hostname=self.smarthost.host, port=self.smarthost.port,
@@ -104,43 +105,58 @@ class SmtpDelivery:
         await client.connect()
         return client
 
+    async def _checkout(self) -> aiosmtplib.SMTP:
+        """A pooled connection that still answers, or a new one.
+
+        The check happens before the message is sent, never by resending after a failure:
+        a next hop that dropped us mid-DATA may have kept the message, and a resend would
+        deliver it twice.
+        """
+        while self._idle:
+            client, idle_since = self._idle.pop()
+            if time.monotonic() - idle_since < self.fresh_for:
+                return client
+            try:
+                await client.noop()
+                return client
+            except (aiosmtplib.SMTPException, OSError, TimeoutError):
+                client.close()
+        return await self._connect()
+
     async def deliver(self, mail_from: str, rcpt: str, data: bytes) -> None:
-        reused = bool(self._idle)
         client = None
         try:
-            client = self._idle.pop() if reused else await self._connect()
-            try:
-                await client.sendmail(mail_from, [rcpt], data)
-            except aiosmtplib.SMTPServerDisconnected:
-                if not reused:
-                    raise
-                # an idle pooled connection the next hop has since closed: one fresh try
-                client.close()
-                client = await self._connect()
-                await client.sendmail(mail_from, [rcpt], data)
+            client = await self._checkout()
+            await client.sendmail(mail_from, [rcpt], data)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             self._release(client)
             raise _from_response(exc.recipients[0]) from exc
         except aiosmtplib.SMTPResponseException as exc:
             self._release(client)
             raise _from_response(exc) from exc
-        except (TimeoutError, aiosmtplib.SMTPException, OSError) as exc:
+        except (aiosmtplib.SMTPException, OSError, TimeoutError) as exc:
             if client is not None:
                 client.close()
             raise DeliveryError(451, "4.4.1", "next hop unavailable, try again later") from exc
+        except asyncio.CancelledError:
+            # cut off (data_timeout): drop the connection so the next hop cannot still
+            # commit a message we are about to answer 451 for
+            if client is not None:
+                client.close()
+            raise
         self._release(client)
 
     def _release(self, client: aiosmtplib.SMTP | None) -> None:
         if client is None:
             return
         if client.is_connected and len(self._idle) < self.pool_size:
-            self._idle.append(client)
+            self._idle.append((client, time.monotonic()))
         else:
             client.close()
 
     async def close(self) -> None:
         idle, self._idle = self._idle, []
-        for client in idle:
+        for client, _ in idle:
             try:
                 await asyncio.wait_for(client.quit(), 2)
             except (TimeoutError, aiosmtplib.SMTPException, OSError):

@@ -135,9 +135,10 @@ def _mailbox(name: str | None, addr: str, r: AddressReplacer) -> list[str]:
     name = _clean(r.sub_text(name or ""))[:_MAX_NAME].strip()
     if not name:
         return [addr]
-    if name.isascii() and addr.isascii():
+    # "=?" in a plain name would be decoded by the reader as an encoded-word of our making
+    if name.isascii() and "=?" not in name and addr.isascii():
         return _pieces(formataddr((name, addr)))
-    if name.isascii():
+    if name.isascii() and "=?" not in name:
         quoted = formataddr((name, "x@x")).rpartition(" <")[0]
         return [*_pieces(quoted), f"<{addr}>"]
     return [*encode_words(name), f"<{addr}>"]

@@ -30,10 +30,13 @@ _NAMED_ENTITIES = {"@": ("commat",), ".": ("period",), "_": ("lowbar", "UnderBar
 
 def _char_alternatives(ch: str) -> list[str]:
     """Ways one address character appears in mail text: literal, HTML entity, %-escape."""
-    code = ord(ch)
-    alts = [f"&\\#0*{code}(?:;|(?![0-9]))", f"&\\#x0*{code:x}(?:;|(?![0-9a-f]))"]
-    alts += [f"&{name};" for name in _NAMED_ENTITIES.get(ch, ())]
-    alts.append("".join(f"%{b:02x}" for b in ch.encode("utf-8")))
+    alts = []
+    # the address matches in any letter case, so its escapes must too (&#83; is "S")
+    for variant in dict.fromkeys((ch, ch.lower(), ch.upper())):
+        code = ord(variant)
+        alts += [f"&\\#0*{code}(?:;|(?![0-9]))", f"&\\#x0*{code:x}(?:;|(?![0-9a-f]))"]
+        alts += [f"&{name};" for name in _NAMED_ENTITIES.get(variant, ())]
+        alts.append("".join(f"%{b:02x}" for b in variant.encode("utf-8")))
     return alts
 
 
@@ -428,7 +431,10 @@ def _render_leaf(part: Message, headers: Headers, r: AddressReplacer,
     cte = _cte(headers)
     kind = _leaf_kind(part, ctype)
     if kind == "opaque":
-        # Attachments pass unchanged; 8bit/binary ones are not even line-normalized.
+        # Attachments pass unchanged, but an unencoded one is still searched as bytes: some
+        # readers show it as text (a reused boundary, say). 8bit/binary stay un-normalized.
+        if cte in _IDENTITY_CTES:
+            raw, _ = r.subn_bytes(raw)
         return headers, (raw if cte in ("8bit", "binary") else crlf(raw))
 
     data = _decode_cte(raw, cte)

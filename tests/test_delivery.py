@@ -90,3 +90,18 @@ def test_smtp_delivery_passes_refusals_back_in_class(loop_thread, sink):
     assert "jane" not in permanent.text
     assert (transient.code, transient.permanent) == (451, False)
     assert sink.messages == []
+
+
+def test_a_pooled_connection_the_next_hop_closed_is_replaced_not_resent(loop_thread, sink):
+    delivery = SmtpDelivery(HostPort("127.0.0.1", sink.port), "relay.example", timeout=5)
+    delivery.fresh_for = 0  # check every pooled connection before use
+
+    async def send():
+        await delivery.deliver("a@relay.example", "jane@mail.example", MESSAGE)
+
+    loop_thread.run(send())
+    for smtp in sink.sessions:  # the next hop drops idle clients
+        smtp.transport.close()
+    loop_thread.run(send())
+    loop_thread.run(delivery.close())
+    assert len(sink.messages) == 2
