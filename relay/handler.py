@@ -10,7 +10,7 @@ import asyncio
 
 from relay import wire
 from relay.logs import get_logger
-from relay.pipeline import TEMPFAIL, Pipeline, new_id
+from relay.pipeline import TEMPFAIL, Pipeline
 
 ONE_RECIPIENT = ("452 4.5.3 one recipient per message: send the message to the next "
                  "recipient in a new transaction")
@@ -56,7 +56,7 @@ class RelayHandler:
         raw = envelope.original_content
         problem = wire.data_problem(raw)
         if problem is not None:
-            self._refused(session.relay_id, envelope, problem, len(raw))
+            self.pipeline.refuse(session.relay_id, envelope.relay_ctx, problem, len(raw))
             return problem
         self.inflight += 1
         self.idle.clear()
@@ -82,19 +82,6 @@ class RelayHandler:
         self.inflight -= 1
         if not self.inflight:
             self.idle.set()
-
-    def _refused(self, session: str, envelope, reply: str, size: int) -> None:
-        """The message.decided line for a refusal made before the pipeline saw the message."""
-        ctx = getattr(envelope, "relay_ctx", None)
-        alias = getattr(ctx, "alias", None)
-        pair = alias.pair if alias is not None else None
-        policy = reply.rpartition("(policy=")[2].rstrip(")") or None
-        self.log.info("message.decided", msg=new_id(), session=session,
-                      direction=getattr(ctx, "direction", None),
-                      seller=pair.seller_id if pair else None, pair=pair.id if pair else None,
-                      decision="rejected", policy=policy,
-                      reason=reply[10:].partition(" (policy=")[0], smtp_code=int(reply[:3]),
-                      size=size, duration_ms=0.0, rule_ids=[])
 
     async def handle_exception(self, error: Exception) -> str:
         # aiosmtpd's default answers 500 with the exception text: permanent, and it leaks.

@@ -16,7 +16,7 @@ from aliasdb import Store
 from policies import chain
 from policies.context import BOUNCE, CONTROL, SELLER_TO_BUYER, Context
 from policies.loop import LOOP_HEADER
-from policies.verdict import Action, Decision
+from policies.verdict import Action, Decision, Finding, reject
 from relay import verp
 from relay.control import ControlMail
 from relay.delivery import Delivery, DeliveryError
@@ -63,6 +63,14 @@ class Pipeline:
         self._finish(session, new_id(), ctx, decision, decision.smtp_reply(), 0, time.monotonic(),
                      record=ctx.alias is not None)
         return decision.smtp_reply(), ctx
+
+    def refuse(self, session: str, ctx: Context, reply: str, size: int) -> None:
+        """Record and log a refusal the handler made before parsing (``... (policy=x)``)."""
+        head, _, policy = reply.rstrip(")").rpartition(" (policy=")
+        code, status, reason = head.split(" ", 2)
+        finding = Finding(policy, reject(reason, code=int(code), status=status))
+        self._finish(session, new_id(), replace(ctx, stage="data"),
+                     Decision((finding,), finding), reply, size, time.monotonic())
 
     # -- DATA --------------------------------------------------------------------------
 

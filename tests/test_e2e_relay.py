@@ -227,3 +227,21 @@ def test_message_decided_log_line_has_ids_not_addresses(relay, sink, logs):
     assert decided["decision"] == "delivered" and decided["seller"] == "s1"
     text = json.dumps(lines)
     assert SELLER_ADDR not in text and BUYER_ADDR not in text
+
+
+def test_wire_refusal_is_recorded_like_any_decision(relay, sink):
+    parties = seed(relay.store)
+    bare_lf = seller_message(parties.buyer_alias).replace(b"on its way.\r\n", b"on\nits way.\r\n")
+    with relay.client() as client:
+        client.mail(SELLER_ADDR)
+        client.rcpt(parties.buyer_alias)
+        # smtplib would turn the bare LF into CRLF: send DATA by hand
+        client.putcmd("data")
+        assert client.getreply()[0] == 354
+        client.send(bare_lf + b"\r\n.\r\n")
+        code, text = client.getreply()
+    assert (code, text[:5]) == (550, b"5.6.0")
+    [record] = relay.store.list_messages()
+    assert (record["policy"], record["decision"], record["smtp_code"]) == (
+        "smtp_wire", "rejected", 550)
+    assert sink.messages == []
