@@ -12,7 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from policies.content import TOPICS, ContentRules, prepare
+from policies.content_quoting import prepare
+from policies.content_rules import TOPICS, ContentRules
 
 _TAG = re.compile(r"\[important\]", re.IGNORECASE)
 

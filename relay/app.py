@@ -6,7 +6,7 @@ import tomllib
 
 from aliasdb import Store
 from policies import chain
-from policies.content import load_rules
+from policies.content_rules import load_rules
 from policies.context import Settings
 from policies.reasons import ContactReasons
 from policies.registry import REGISTRY

@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 
 from aliasdb.models import Order
-from policies.content import ContentRules, check, evaluate, load_rules
+from policies.content import check, evaluate
+from policies.content_rules import ContentRules, load_rules
 from policies.context import Context, Envelope, Settings
 from policies.text import html_to_text, links, visible_text
 from policies.verdict import Action

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from policies.content import ContentRules, evaluate, load_rules
+from policies.content import evaluate
+from policies.content_rules import ContentRules, load_rules
 from policies.critical import CriticalResult, classify, has_important_tag
 from policies.text import decoded_subject
 

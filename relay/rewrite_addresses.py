@@ -1,0 +1,131 @@
+"""Finding and replacing the parties' real addresses, in text, raw bytes and header values.
+
+Its one job is address substitution: :class:`AddressReplacer` compiles every real address
+into one regex whose characters may also be written as HTML entities or %-escapes, and
+:func:`sub_header_value` applies it to a raw header value, including addresses hidden in
+RFC 2231 parameter continuations or RFC 2047 encoded words. Pure, no I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from email.utils import collapse_rfc2231_value
+from email.utils import quote as _quote_param
+from urllib.parse import quote as _pct_quote
+
+from relay.rewrite_mime import _EW_RUN, _params_message, decode_words, encode_words
+
+# Named HTML entities an author (or an HTML editor) may use for address characters.
+_NAMED_ENTITIES = {"@": ("commat",), ".": ("period",), "_": ("lowbar", "UnderBar"),
+                   "+": ("plus",)}
+
+
+def _char_alternatives(ch: str) -> list[str]:
+    """Ways one address character appears in mail text: literal, HTML entity, %-escape."""
+    alts = []
+    # the address matches in any letter case, so its escapes must too (&#83; is "S")
+    for variant in dict.fromkeys((ch, ch.lower(), ch.upper())):
+        code = ord(variant)
+        alts += [f"&\\#0*{code}(?:;|(?![0-9]))", f"&\\#x0*{code:x}(?:;|(?![0-9a-f]))"]
+        alts += [f"&{name};" for name in _NAMED_ENTITIES.get(variant, ())]
+        alts.append("".join(f"%{b:02x}" for b in variant.encode("utf-8")))
+    return alts
+
+
+class AddressReplacer:
+    """One compiled regex over every real address, for str and for raw bytes.
+
+    Each character may be literal or escaped, so `jane&#64;mail.example` and
+    `mailto:jane%40mail.example` are caught without decoding the HTML or URL first.
+    Matching is deliberately not anchored at word boundaries: a longer address that
+    merely ends with a real one is mangled rather than risk a leak.
+    """
+
+    def __init__(self, replacements: Mapping[str, str]) -> None:
+        # Longest first, so that of two keys starting at one position the longer wins.
+        keys = sorted({k.lower() for k in replacements if k}, key=len, reverse=True)
+        lowered = {k.lower(): v for k, v in replacements.items() if k}
+        self._aliases = [lowered[k] for k in keys]
+        self._aliases_b = [a.encode("utf-8") for a in self._aliases]
+        if not keys:
+            self._re = self._bre = None
+            return
+        str_groups, bytes_groups = [], []
+        for i, key in enumerate(keys):
+            s_chars, b_chars = [], []
+            for ch in key:
+                alts = _char_alternatives(ch)
+                s_chars.append("(?:" + "|".join([re.escape(ch), *alts]) + ")")
+                literal = re.escape(ch.encode("utf-8")).decode("latin-1")
+                b_chars.append("(?:" + "|".join([literal, *alts]) + ")")
+            str_groups.append(f"(?P<a{i}>{''.join(s_chars)})")
+            bytes_groups.append(f"(?P<a{i}>{''.join(b_chars)})")
+        self._re = re.compile("|".join(str_groups), re.IGNORECASE)
+        self._bre = re.compile("|".join(bytes_groups).encode("latin-1"), re.IGNORECASE)
+
+    def subn_text(self, text: str) -> tuple[str, int]:
+        if self._re is None:
+            return text, 0
+        return self._re.subn(lambda m: self._aliases[int(m.lastgroup[1:])], text)
+
+    def sub_text(self, text: str) -> str:
+        return self.subn_text(text)[0]
+
+    def subn_bytes(self, data: bytes) -> tuple[bytes, int]:
+        if self._bre is None:
+            return data, 0
+        return self._bre.subn(lambda m: self._aliases_b[int(m.lastgroup[1:])], data)
+
+
+# -- header values ---------------------------------------------------------------------
+
+_PARAM_HEADERS = ("content-type", "content-disposition")
+
+
+def _format_param(key: str, value: str) -> str:
+    if value.isascii() and value.isprintable():
+        return f'{key}="{_quote_param(value)}"'
+    return f"{key}*=utf-8''{_pct_quote(value, safe='')}"
+
+
+def _sub_params(value: str, r: AddressReplacer) -> str:
+    """Content-Type/Disposition with RFC 2231 continuations or encoded-word params.
+
+    An address split over `filename*0*=` / `filename*1*=` is invisible to a plain search,
+    so look at the decoded parameters and rebuild the header only when one matches.
+    """
+    if ";" not in value:
+        return value
+    try:
+        params = _params_message("Content-Type", value).get_params()
+    except Exception:  # malformed parameters: the plain search still runs afterwards
+        return value
+    if not params:
+        return value
+    decoded, changed = [], False
+    for key, val in params[1:]:
+        text = collapse_rfc2231_value(val) if isinstance(val, tuple) else val
+        if "=?" in text:
+            text = decode_words(text)
+        text, n = r.subn_text(text)
+        changed = changed or bool(n)
+        decoded.append((key, text))
+    if not changed:
+        return value
+    return "; ".join([params[0][0], *(_format_param(k, v) for k, v in decoded)])
+
+
+def _sub_ew_run(run: str, r: AddressReplacer) -> str:
+    text, n = r.subn_text(decode_words(run))
+    return "\r\n ".join(encode_words(text)) if n else run
+
+
+def sub_header_value(name: str, value: str, r: AddressReplacer) -> str:
+    """Replace real addresses in one raw header value; returns `value` itself if none."""
+    if name.strip().lower() in _PARAM_HEADERS:
+        value = _sub_params(value, r)
+    if "=?" in value:
+        value = _EW_RUN.sub(lambda m: _sub_ew_run(m.group(0), r), value)
+    new, n = r.subn_text(value)
+    return new if n else value

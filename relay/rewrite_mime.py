@@ -1,0 +1,195 @@
+"""MIME plumbing for the body rewrite: bytes and text, charsets, encoded words, CTEs.
+
+Its one job is getting between the bytes of a mail part and the text addresses are
+searched in, and back, without losing anything: compat32 surrogates to bytes, CRLF line
+endings, charset lookup, RFC 2047 encoded words, Content-Transfer-Encoding decode and
+re-encode, and reading or setting a header in a list of raw (name, value) pairs. Pure
+functions, no I/O, no knowledge of addresses.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import re
+from collections.abc import Iterable
+from email.message import Message
+
+Headers = list[tuple[str, str]]
+
+
+# -- small helpers ---------------------------------------------------------------------
+
+_EOL = re.compile(rb"\r\n|\r|\n")
+_LONG_LINE = re.compile(rb"[^\r\n]{999}")
+
+
+def to_bytes(text: str) -> bytes:
+    """compat32 keeps undecodable input bytes as surrogates; give the bytes back."""
+    try:
+        return text.encode("ascii", "surrogateescape")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape")
+
+
+def crlf(data: bytes) -> bytes:
+    n = data.count(b"\n")
+    if n == data.count(b"\r\n") == data.count(b"\r"):
+        return data  # already canonical: the usual case for mail received over SMTP
+    return _EOL.sub(b"\r\n", data)
+
+
+def raw_text(value: str) -> str:
+    """A raw compat32 header value as text: surrogates are 8-bit bytes, most likely UTF-8."""
+    if value.isascii():
+        return value
+    data = to_bytes(value)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("cp1252", "replace")
+
+
+def _codec(charset: str | None) -> str | None:
+    if not charset:
+        return None
+    try:
+        return codecs.lookup(charset.strip().strip('"')).name
+    except (LookupError, ValueError):
+        return None
+
+
+def _decode(data: bytes, charset: str | None) -> str:
+    return data.decode(_codec(charset) or "utf-8", "replace")
+
+
+def header_get(headers: Iterable[tuple[str, str]], name: str) -> str | None:
+    name = name.lower()
+    for key, value in headers:
+        if key.strip().lower() == name:
+            return value
+    return None
+
+
+def _header_set(headers: Headers, name: str, value: str) -> Headers:
+    lname, out, done = name.lower(), [], False
+    for key, old in headers:
+        if key.strip().lower() == lname:
+            if not done:
+                out.append((key, value))
+                done = True
+            continue
+        out.append((key, old))
+    if not done:
+        out.append((name, value))
+    return out
+
+
+def _params_message(name: str, value: str) -> Message:
+    tmp = Message()
+    tmp[name] = value
+    return tmp
+
+
+# -- RFC 2047 encoded words ------------------------------------------------------------
+
+_EW_SRC = r"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([bBqQ])\?([^?\s]*)\?="
+_EW = re.compile(_EW_SRC)
+_EW_RUN = re.compile(rf"{_EW_SRC}(?:\s+{_EW_SRC})*")
+
+
+def _ew_bytes(enc: str, text: str) -> bytes:
+    data = to_bytes(text)
+    if enc in "qQ":
+        return binascii.a2b_qp(data, header=True)
+    data = re.sub(rb"[^A-Za-z0-9+/]", b"", data)
+    if len(data) % 4 == 1:
+        data = data[:-1]
+    try:
+        return binascii.a2b_base64(data + b"=" * (-len(data) % 4))
+    except (binascii.Error, ValueError):
+        return data
+
+
+def decode_words(value: str) -> str:
+    """Decode RFC 2047 encoded words; never raises (unknown charsets read as UTF-8).
+
+    Adjacent words of one charset are joined before decoding because many encoders split
+    multi-byte characters between words.
+    """
+    out: list[str] = []
+    buf, buf_cs, pos = bytearray(), None, 0
+
+    def flush() -> None:
+        nonlocal buf_cs
+        if buf_cs is not None:
+            out.append(_decode(bytes(buf), buf_cs))
+            buf.clear()
+            buf_cs = None
+
+    for m in _EW.finditer(value):
+        gap = value[pos:m.start()]
+        if buf_cs is None or gap.strip(" \t\r\n"):
+            flush()
+            out.append(gap)  # whitespace between two encoded words is not text
+        charset = m.group(1).lower()
+        if buf_cs is not None and charset != buf_cs:
+            flush()
+        buf += _ew_bytes(m.group(2), m.group(3))
+        buf_cs = charset
+        pos = m.end()
+    flush()
+    out.append(value[pos:])
+    return "".join(out)
+
+
+def encode_words(text: str, max_bytes: int = 36) -> list[str]:
+    """UTF-8 'B' encoded words, short enough to fold after any header name.
+
+    Characters are never split between words (RFC 2047 section 5).
+    """
+    chunks: list[bytes] = []
+    cur = b""
+    for ch in text:
+        b = ch.encode("utf-8", "replace")
+        if cur and len(cur) + len(b) > max_bytes:
+            chunks.append(cur)
+            cur = b""
+        cur += b
+    if cur or not chunks:
+        chunks.append(cur)
+    return [f"=?utf-8?b?{base64.b64encode(c).decode('ascii')}?=" for c in chunks]
+
+
+# -- transfer encodings ----------------------------------------------------------------
+
+_IDENTITY_CTES = ("", "7bit", "8bit", "binary")
+
+
+def _cte(headers: Headers) -> str:
+    value = header_get(headers, "content-transfer-encoding") or ""
+    return value.strip().lower()
+
+
+def _decode_cte(raw: bytes, cte: str) -> bytes:
+    if cte == "base64":
+        try:
+            return binascii.a2b_base64(raw)
+        except (binascii.Error, ValueError):
+            return _ew_bytes("b", raw.decode("latin-1"))  # lenient, like mail clients
+    if cte == "quoted-printable":
+        return binascii.a2b_qp(raw)
+    return raw
+
+
+def _encode_cte(data: bytes, cte: str) -> tuple[bytes, str | None]:
+    """Re-encode in the original CTE; the second item is a new CTE header if it had to change."""
+    if cte == "base64":
+        return base64.encodebytes(data), None
+    if cte == "quoted-printable":
+        return binascii.b2a_qp(data, istext=True), None
+    if cte in _IDENTITY_CTES and _LONG_LINE.search(data):
+        # A longer alias pushed a line over the SMTP limit.
+        return binascii.b2a_qp(data, istext=True), "quoted-printable"
+    return data, None
