@@ -1,5 +1,11 @@
-"""Every table and SQL statement of the relay, behind one store interface."""
+"""Every table and SQL statement of the relay, behind one store interface.
 
-from aliasdb.store import Conflict, NotFound, Store
+SQLite (a file path) for a single node, PostgreSQL (a ``postgresql://`` URL) for several
+nodes on one database: ``Store.open(path_or_url)`` or ``Store.from_config(config)``.
+"""
 
-__all__ = ["Conflict", "NotFound", "Store"]
+from aliasdb.dialects import DatabaseBusy, DatabaseError, DatabaseIntegrityError
+from aliasdb.store import Conflict, NotFound, Store, database_target, open_store
+
+__all__ = ["Conflict", "DatabaseBusy", "DatabaseError", "DatabaseIntegrityError", "NotFound",
+           "Store", "database_target", "open_store"]

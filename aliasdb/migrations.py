@@ -1,10 +1,21 @@
-"""Versioned schema. Append a migration; never edit one that has shipped."""
+"""Versioned schema, one list for both engines. Append a migration; never edit one that
+has shipped (a change of wording that gives the same schema, such as quoting ``"by"``, which
+PostgreSQL reserves, is not an edit).
+
+A migration is either one script both engines run (PostgreSQL gets its own types for the
+few that differ: see ``dialects.PostgresBackend.ddl``) or a dict with a script per engine.
+The version in force is the highest row of ``schema_migrations``; an SQLite database from
+before that table keeps its ``PRAGMA user_version``, which is adopted on first open.
+Each migration runs in one transaction with its version row, under a lock, so two nodes
+that start at once on one PostgreSQL database do not both migrate.
+"""
 
 from __future__ import annotations
 
-import sqlite3
+from datetime import UTC, datetime
+from typing import Any
 
-MIGRATIONS: list[str] = [
+MIGRATIONS: list[str | dict[str, str]] = [
     # 1: the initial schema
     """
     CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -92,7 +103,7 @@ MIGRATIONS: list[str] = [
     CREATE TABLE reports (
         id INTEGER PRIMARY KEY,
         message_id TEXT NOT NULL REFERENCES messages(id),
-        by TEXT NOT NULL CHECK (by IN ('buyer', 'seller')),
+        "by" TEXT NOT NULL CHECK ("by" IN ('buyer', 'seller')),
         reason TEXT NOT NULL,
         status TEXT NOT NULL DEFAULT 'open',
         note TEXT,
@@ -132,13 +143,59 @@ MIGRATIONS: list[str] = [
     CREATE INDEX messages_pair_auto ON messages(pair_id, direction, auto_reply, ts);
     CREATE INDEX messages_buyer_bounce ON messages(buyer_id, bounce, bounced_at);
     """,
+    # 4: messages keep their insertion order on PostgreSQL too (SQLite has its rowid), so
+    # records of one second are listed the same way on both engines
+    {
+        "sqlite": "",
+        "postgresql": "ALTER TABLE messages ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY",
+    },
 ]
 
+# every table with data, parents before children (the order of an export and an import)
+TABLES: tuple[str, ...] = (
+    "meta", "sellers", "senders", "credentials", "buyers", "pairs", "aliases", "orders",
+    "messages", "threads", "reports", "strikes", "review_requests",
+)
+IDENTITY_COLUMNS: dict[str, str] = {"pairs": "id", "reports": "id", "strikes": "id"}
 
-def migrate(conn: sqlite3.Connection) -> int:
-    """Bring the schema up to date; returns the version now in force."""
-    version = conn.execute("PRAGMA user_version").fetchone()[0]
-    for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
-        # executescript commits first; the version bump rides in the same script
-        conn.executescript(f"BEGIN;\n{script}\nPRAGMA user_version = {number};\nCOMMIT;")
-    return len(MIGRATIONS)
+VERSION_TABLE = ("CREATE TABLE IF NOT EXISTS schema_migrations ("
+                 "version INTEGER NOT NULL PRIMARY KEY, applied_at TEXT NOT NULL)")
+LATEST = len(MIGRATIONS)
+
+
+def script_for(migration: str | dict[str, str], engine: str) -> str:
+    return migration[engine] if isinstance(migration, dict) else migration
+
+
+def current_version(backend: Any) -> int:
+    """The schema version in force (0: an empty database)."""
+    if backend.table_exists("schema_migrations"):
+        row = backend.one("SELECT COALESCE(MAX(version), 0) AS v FROM schema_migrations")
+        if row["v"]:
+            return row["v"]
+    return backend.legacy_version()
+
+
+def migrate(backend: Any) -> tuple[int, int]:
+    """Bring the schema up to date; returns (the version before, the version now)."""
+    before = current_version(backend)
+    if before >= LATEST:
+        return before, before
+    with backend.transaction():
+        backend.lock_for_migration()
+        backend.run(VERSION_TABLE)
+        # again, under the lock: another node may have migrated while this one waited
+        before = version = current_version(backend)
+        now = datetime.now(UTC).isoformat(timespec="seconds")
+        adopted = backend.one("SELECT COUNT(*) AS n FROM schema_migrations")["n"] == 0
+        if adopted and version:  # an SQLite database from before schema_migrations
+            for number in range(1, version + 1):
+                backend.run("INSERT INTO schema_migrations (version, applied_at)"
+                            " VALUES (?, ?)", number, f"{now} (adopted from user_version)")
+        for number in range(version + 1, LATEST + 1):
+            for statement in backend.ddl(script_for(MIGRATIONS[number - 1], backend.name)):
+                backend.run(statement)
+            backend.run("INSERT INTO schema_migrations (version, applied_at) VALUES (?, ?)",
+                        number, now)
+            backend.after_migration(number)
+    return before, LATEST

@@ -1,27 +1,35 @@
 """The store: every SQL statement of the relay lives in this module.
 
-One connection per process, WAL so the daemon and the CLI can work side by side, and a
-busy timeout so a short lock waits instead of failing. Callers pass validated values;
-the store only enforces integrity (unknown ids raise ``NotFound``).
+Two engines, one text per query: SQLite (the embedded default for a single node: one
+connection per process, WAL, a busy timeout) and PostgreSQL (several nodes on one
+database: a psycopg 3 pool, READ COMMITTED), selected by the target given to ``open``.
+The SQL below is the portable subset both accept (see ``aliasdb.dialects``); rows are
+read by column name. Callers pass validated values; the store only enforces integrity
+(unknown ids raise ``NotFound``).
+
+Nothing read from the database is cached, except the token secret, which never changes:
+a strike, a suspension, an opt-out, a revocation or a bounce flag written by one node is
+what every node reads for its next message.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
 from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import sqlite_utils
 
-from aliasdb.migrations import migrate
+from aliasdb import migrations
+from aliasdb.dialects import BUSY_TIMEOUT_MS, Backend, connect
 from aliasdb.models import Alias, Buyer, Order, Pair, Seller
 from aliasdb.tokens import alias_token, new_secret
 
-BUSY_TIMEOUT_MS = 5000
+__all__ = ["BUSY_TIMEOUT_MS", "ORDER_STATUSES", "Conflict", "NotFound", "Store",
+           "database_target", "open_store"]
+
 ORDER_STATUSES = ("pending", "shipped", "completed", "cancelled")
 
 
@@ -53,60 +61,84 @@ def _iso(value: datetime | None) -> str | None:
 
 
 class Store:
-    def __init__(self, conn: sqlite3.Connection) -> None:
-        self.conn = conn
+    def __init__(self, backend: Backend) -> None:
+        self.backend = backend
+        # bound once: a look-up is one call into the driver, as with a bare connection
+        self._one = backend.one
+        self._all = backend.all
+        self._run = backend.run
+        self._returning = backend.returning
         self._secret: str | None = None
+        self.migrated_from: int | None = None  # the schema version found by ``open``
 
     @classmethod
-    def open(cls, path: str | Path) -> Store:
-        if str(path) != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
-        conn.execute("PRAGMA journal_mode = WAL")
-        conn.execute("PRAGMA synchronous = NORMAL")
-        conn.execute("PRAGMA foreign_keys = ON")
-        migrate(conn)
-        return cls(conn)
+    def open(cls, target: str | Path, *, migrate: bool = True) -> Store:
+        """The store at an SQLite path, or at a ``postgresql://`` URL; migrated unless told."""
+        store = cls(connect(target))
+        if migrate:
+            try:
+                store.migrate()
+            except BaseException:
+                store.close()
+                raise
+        return store
+
+    @classmethod
+    def from_config(cls, config: Any, *, migrate: bool = True) -> Store:
+        """The store of a relay Config: ``[database] url`` if set, else ``[database] path``."""
+        return cls.open(database_target(config), migrate=migrate)
+
+    def migrate(self) -> tuple[int, int]:
+        """Bring the schema up to date: (the version found, the version now)."""
+        before, after = migrations.migrate(self.backend)
+        if self.migrated_from is None:
+            self.migrated_from = before
+        return before, after
 
     def close(self) -> None:
-        self.conn.close()
+        self.backend.close()
+
+    @property
+    def engine(self) -> str:
+        """``sqlite`` or ``postgresql``."""
+        return self.backend.name
+
+    @property
+    def where(self) -> str:
+        """The database, for output: a path, or a URL without its password."""
+        return self.backend.where
+
+    @property
+    def conn(self) -> Any:
+        """The sqlite3 connection (SQLite only: PostgreSQL statements use a pool)."""
+        if self.backend.conn is None:
+            raise AttributeError("a PostgreSQL store has no single connection")
+        return self.backend.conn
 
     @property
     def db(self) -> sqlite_utils.Database:
         return sqlite_utils.Database(self.conn)
 
-    @contextmanager
-    def transaction(self) -> Iterator[None]:
-        """All or nothing; BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock)."""
-        if self.conn.in_transaction:
-            yield
-            return
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
+    @property
+    def in_transaction(self) -> bool:
+        return self.backend.in_transaction
 
-    def _one(self, sql: str, *params: Any) -> sqlite3.Row | None:
-        return self.conn.execute(sql, params).fetchone()
+    def transaction(self) -> Any:
+        """All or nothing; nested calls join the outer transaction.
 
-    def _all(self, sql: str, *params: Any) -> list[sqlite3.Row]:
-        return self.conn.execute(sql, params).fetchall()
+        SQLite: BEGIN IMMEDIATE takes the write lock up front (no upgrade deadlock).
+        PostgreSQL: BEGIN at READ COMMITTED on one pooled connection; rows are locked
+        only where written, so readers (the relay's look-ups) never wait for it.
+        """
+        return self.backend.transaction()
 
     # -- meta and secret ---------------------------------------------------------------
 
     def ensure_secret(self) -> bool:
-        """Create the token secret if missing; True when it was created."""
-        with self.transaction():
-            if self._one("SELECT 1 FROM meta WHERE key = 'secret'"):
-                return False
-            self.conn.execute("INSERT INTO meta (key, value) VALUES ('secret', ?)",
-                              (new_secret(),))
-            return True
+        """Create the token secret if missing; True when it was created (race-free)."""
+        return self._returning(
+            "INSERT INTO meta (key, value) VALUES ('secret', ?) ON CONFLICT (key) DO NOTHING"
+            " RETURNING key", new_secret()) is not None
 
     @property
     def secret(self) -> str:
@@ -118,18 +150,17 @@ class Store:
         return self._secret
 
     def schema_version(self) -> int:
-        return self._one("PRAGMA user_version")[0]
+        return migrations.current_version(self.backend)
 
     # -- sellers and their authorized senders ------------------------------------------
 
     def add_seller(self, seller_id: str, name: str, inbox: str | None = None) -> Seller:
-        with self.transaction():
-            if self._one("SELECT 1 FROM sellers WHERE id = ?", seller_id):
-                raise Conflict(f"seller {seller_id} exists already")
-            self.conn.execute(
-                "INSERT INTO sellers (id, name, inbox, created_at) VALUES (?, ?, ?, ?)",
-                (seller_id, name, inbox, now_iso()))
-        return self.seller(seller_id)
+        row = self._returning(
+            "INSERT INTO sellers (id, name, inbox, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING RETURNING *", seller_id, name, inbox, now_iso())
+        if row is None:
+            raise Conflict(f"seller {seller_id} exists already")
+        return self._seller(row)
 
     _SELLER_FIELDS = ("name", "inbox", "buyer_messages", "fulfilment")
 
@@ -140,16 +171,18 @@ class Store:
         with self.transaction():
             self.seller(seller_id)
             for key, value in changes.items():  # keys come from the allow-list above
-                self.conn.execute(f"UPDATE sellers SET {key} = ? WHERE id = ?",
-                                  (int(value) if isinstance(value, bool) else value, seller_id))
+                self._run(f"UPDATE sellers SET {key} = ? WHERE id = ?",
+                          int(value) if isinstance(value, bool) else value, seller_id)
         return self.seller(seller_id)
+
+    @staticmethod
+    def _seller(row: Any) -> Seller:
+        return Seller(row["id"], row["name"], row["inbox"], bool(row["buyer_messages"]),
+                      row["fulfilment"], _dt(row["suspended_at"]))
 
     def find_seller(self, seller_id: str) -> Seller | None:
         row = self._one("SELECT * FROM sellers WHERE id = ?", seller_id)
-        if row is None:
-            return None
-        return Seller(row["id"], row["name"], row["inbox"], bool(row["buyer_messages"]),
-                      row["fulfilment"], _dt(row["suspended_at"]))
+        return None if row is None else self._seller(row)
 
     def seller(self, seller_id: str) -> Seller:
         found = self.find_seller(seller_id)
@@ -158,30 +191,30 @@ class Store:
         return found
 
     def suspend_seller(self, seller_id: str) -> Seller:
-        with self.transaction():
-            self.seller(seller_id)
-            self.conn.execute(
-                "UPDATE sellers SET suspended_at = COALESCE(suspended_at, ?) WHERE id = ?",
-                (now_iso(), seller_id))
-        return self.seller(seller_id)
+        row = self._returning(
+            "UPDATE sellers SET suspended_at = COALESCE(suspended_at, ?) WHERE id = ?"
+            " RETURNING *", now_iso(), seller_id)
+        if row is None:
+            raise NotFound(f"no seller {seller_id}")
+        return self._seller(row)
 
     def reinstate_seller(self, seller_id: str) -> Seller:
         """Lift a suspension; strikes before now no longer count towards the next one."""
-        with self.transaction():
-            self.seller(seller_id)
-            self.conn.execute(
-                "UPDATE sellers SET suspended_at = NULL, reinstated_at = ? WHERE id = ?",
-                (now_iso(), seller_id))
-        return self.seller(seller_id)
+        row = self._returning(
+            "UPDATE sellers SET suspended_at = NULL, reinstated_at = ? WHERE id = ?"
+            " RETURNING *", now_iso(), seller_id)
+        if row is None:
+            raise NotFound(f"no seller {seller_id}")
+        return self._seller(row)
 
     def set_sender(self, seller_id: str, address: str, status: str) -> None:
         with self.transaction():
             self.seller(seller_id)
-            self.conn.execute(
+            self._run(
                 "INSERT INTO senders (seller_id, address, status, updated_at) VALUES (?, ?, ?, ?)"
                 " ON CONFLICT (seller_id, address) DO UPDATE SET status = excluded.status,"
                 " updated_at = excluded.updated_at",
-                (seller_id, address, status, now_iso()))
+                seller_id, address, status, now_iso())
 
     def senders(self, seller_id: str) -> list[dict]:
         self.seller(seller_id)
@@ -190,16 +223,17 @@ class Store:
             " ORDER BY address", seller_id)]
 
     def enabled_senders(self, seller_id: str) -> frozenset[str]:
-        return frozenset(r[0] for r in self._all(
-            "SELECT address FROM senders WHERE seller_id = ? AND status = 'enabled'", seller_id))
+        return frozenset(r["address"] for r in self._all(
+            "SELECT address FROM senders WHERE seller_id = ? AND status = 'enabled'",
+            seller_id))
 
     def set_password_hash(self, seller_id: str, password_hash: str) -> None:
         with self.transaction():
             self.seller(seller_id)
-            self.conn.execute(
+            self._run(
                 "INSERT INTO credentials (seller_id, hash, updated_at) VALUES (?, ?, ?)"
                 " ON CONFLICT (seller_id) DO UPDATE SET hash = excluded.hash,"
-                " updated_at = excluded.updated_at", (seller_id, password_hash, now_iso()))
+                " updated_at = excluded.updated_at", seller_id, password_hash, now_iso())
 
     def password_hash(self, seller_id: str) -> str | None:
         row = self._one("SELECT hash FROM credentials WHERE seller_id = ?", seller_id)
@@ -208,20 +242,21 @@ class Store:
     # -- buyers ------------------------------------------------------------------------
 
     def add_buyer(self, buyer_id: str, address: str, name: str | None = None) -> Buyer:
-        with self.transaction():
-            if self._one("SELECT 1 FROM buyers WHERE id = ?", buyer_id):
-                raise Conflict(f"buyer {buyer_id} exists already")
-            self.conn.execute(
-                "INSERT INTO buyers (id, address, name, created_at) VALUES (?, ?, ?, ?)",
-                (buyer_id, address, name, now_iso()))
-        return self.buyer(buyer_id)
+        row = self._returning(
+            "INSERT INTO buyers (id, address, name, created_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (id) DO NOTHING RETURNING *", buyer_id, address, name, now_iso())
+        if row is None:
+            raise Conflict(f"buyer {buyer_id} exists already")
+        return self._buyer(row)
+
+    @staticmethod
+    def _buyer(row: Any) -> Buyer:
+        return Buyer(row["id"], row["address"], row["name"], row["opted_out_at"] is not None,
+                     row["bouncing_since"] is not None)
 
     def find_buyer(self, buyer_id: str) -> Buyer | None:
         row = self._one("SELECT * FROM buyers WHERE id = ?", buyer_id)
-        if row is None:
-            return None
-        return Buyer(row["id"], row["address"], row["name"], row["opted_out_at"] is not None,
-                     row["bouncing_since"] is not None)
+        return None if row is None else self._buyer(row)
 
     def buyer(self, buyer_id: str) -> Buyer:
         found = self.find_buyer(buyer_id)
@@ -230,42 +265,63 @@ class Store:
         return found
 
     def set_optout(self, buyer_id: str, opted_out: bool) -> Buyer:
-        with self.transaction():
-            self.buyer(buyer_id)
-            self.conn.execute("UPDATE buyers SET opted_out_at = ? WHERE id = ?",
-                              (now_iso() if opted_out else None, buyer_id))
-        return self.buyer(buyer_id)
+        row = self._returning("UPDATE buyers SET opted_out_at = ? WHERE id = ? RETURNING *",
+                              now_iso() if opted_out else None, buyer_id)
+        if row is None:
+            raise NotFound(f"no buyer {buyer_id}")
+        return self._buyer(row)
 
     # -- pairs and aliases -------------------------------------------------------------
 
     def pair(self, seller_id: str, buyer_id: str) -> Pair:
-        """The pair of a seller and a buyer, created on first use."""
-        with self.transaction():
-            self.seller(seller_id)
-            self.buyer(buyer_id)
-            self.conn.execute(
-                "INSERT OR IGNORE INTO pairs (seller_id, buyer_id, created_at) VALUES (?, ?, ?)",
-                (seller_id, buyer_id, now_iso()))
-            row = self._one("SELECT id FROM pairs WHERE seller_id = ? AND buyer_id = ?",
-                            seller_id, buyer_id)
+        """The pair of a seller and a buyer, created on first use (race-free)."""
+        sql = "SELECT id FROM pairs WHERE seller_id = ? AND buyer_id = ?"
+        row = self._one(sql, seller_id, buyer_id)
+        if row is None:
+            with self.transaction():
+                self.seller(seller_id)
+                self.buyer(buyer_id)
+                # another node may insert the same pair now: its row wins, ours is skipped
+                self._run("INSERT INTO pairs (seller_id, buyer_id, created_at) VALUES (?, ?, ?)"
+                          " ON CONFLICT (seller_id, buyer_id) DO NOTHING",
+                          seller_id, buyer_id, now_iso())
+                row = self._one(sql, seller_id, buyer_id)
         return Pair(row["id"], seller_id, buyer_id)
 
+    _NEWEST_ALIASES = ("SELECT role, token, revoked_at, generation FROM aliases"
+                       " WHERE pair_id = ? ORDER BY generation DESC")
+
+    def _newest_aliases(self, pair_id: int) -> dict[str, Any]:
+        newest: dict[str, Any] = {}
+        for row in self._all(self._NEWEST_ALIASES, pair_id):
+            newest.setdefault(row["role"], row)
+        return newest
+
     def aliases(self, pair: Pair) -> dict[str, str]:
-        """The live token for each side of the pair: {"buyer": token, "seller": token}."""
+        """The live token for each side of the pair: {"buyer": token, "seller": token}.
+
+        A side without a live token gets the next generation. The token is a function of
+        (pair, role, generation), so two nodes creating it at once write the same primary
+        key: one insert wins, the other is skipped, and both answer the same token.
+        """
+        newest = self._newest_aliases(pair.id)
+        if all(role in newest and newest[role]["revoked_at"] is None
+               for role in ("buyer", "seller")):
+            return {role: newest[role]["token"] for role in ("buyer", "seller")}
         tokens = {}
         with self.transaction():
+            newest = self._newest_aliases(pair.id)
             for role in ("buyer", "seller"):
-                row = self._one(
-                    "SELECT token, revoked_at, generation FROM aliases WHERE pair_id = ?"
-                    " AND role = ? ORDER BY generation DESC LIMIT 1", pair.id, role)
+                row = newest.get(role)
                 if row is not None and row["revoked_at"] is None:
                     tokens[role] = row["token"]
                     continue
                 generation = 0 if row is None else row["generation"] + 1
                 token = alias_token(self.secret, pair.id, role, generation)
-                self.conn.execute(
+                self._run(
                     "INSERT INTO aliases (token, pair_id, role, generation, created_at)"
-                    " VALUES (?, ?, ?, ?, ?)", (token, pair.id, role, generation, now_iso()))
+                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (token) DO NOTHING",
+                    token, pair.id, role, generation, now_iso())
                 tokens[role] = token
         return tokens
 
@@ -285,15 +341,16 @@ class Store:
         return None if row is None else self.resolve_alias(row["token"])
 
     def revoke_alias(self, token: str) -> Alias:
-        with self.transaction():
-            if self.resolve_alias(token) is None:
-                raise NotFound(f"no alias {token}")
-            self.conn.execute(
-                "UPDATE aliases SET revoked_at = COALESCE(revoked_at, ?) WHERE token = ?",
-                (now_iso(), token))
+        row = self._returning(
+            "UPDATE aliases SET revoked_at = COALESCE(revoked_at, ?) WHERE token = ?"
+            " RETURNING token", now_iso(), token)
+        if row is None:
+            raise NotFound(f"no alias {token}")
         return self.resolve_alias(token)
 
     # -- orders ------------------------------------------------------------------------
+
+    _ORDER_VALUES = ("seller_id", "buyer_id", "category", "status", "completed_at")
 
     def upsert_order(self, order_id: str, seller_id: str, buyer_id: str, *,
                      category: str | None = None, status: str = "pending",
@@ -307,20 +364,20 @@ class Store:
             old = self._one("SELECT seller_id, buyer_id, category, status, completed_at"
                             " FROM orders WHERE id = ?", order_id)
             new = (seller_id, buyer_id, category, status, _iso(completed_at))
-            if old is not None and tuple(old) == new:
+            if old is not None and tuple(old[k] for k in self._ORDER_VALUES) == new:
                 return "unchanged"
-            self.conn.execute(
+            self._run(
                 "INSERT INTO orders (id, seller_id, buyer_id, category, status, completed_at,"
                 " updated_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
                 " seller_id = excluded.seller_id, buyer_id = excluded.buyer_id,"
                 " category = excluded.category, status = excluded.status,"
                 " completed_at = excluded.completed_at, updated_at = excluded.updated_at",
-                (order_id, *new, now_iso()))
+                order_id, *new, now_iso())
             self.pair(seller_id, buyer_id)
         return "inserted" if old is None else "updated"
 
     @staticmethod
-    def _order(row: sqlite3.Row) -> Order:
+    def _order(row: Any) -> Order:
         return Order(row["id"], row["seller_id"], row["buyer_id"], row["category"],
                      row["status"], _dt(row["completed_at"]))
 
@@ -341,13 +398,12 @@ class Store:
         row["rule_ids"] = json.dumps(row.get("rule_ids", []))
         columns = ", ".join(row)
         marks = ", ".join("?" for _ in row)
-        with self.transaction():
-            self.conn.execute(f"INSERT INTO messages ({columns}) VALUES ({marks})",
-                              tuple(row.values()))
+        self._run(f"INSERT INTO messages ({columns}) VALUES ({marks})", *row.values())
 
-    @staticmethod
-    def _message(row: sqlite3.Row) -> dict:
+    def _message(self, row: Any) -> dict:
         out = dict(row)
+        for hidden in self.backend.hidden_columns:
+            out.pop(hidden, None)
         out["findings"] = json.loads(out["findings"])
         out["rule_ids"] = json.loads(out["rule_ids"])
         return out
@@ -368,17 +424,20 @@ class Store:
         if since is not None:
             where.append("ts >= ?")
             params.append(_iso(since))
+        # records of one second (ts has seconds) come newest first, in insertion order
         sql = (f"SELECT * FROM messages WHERE {' AND '.join(where)}"
-               " ORDER BY ts DESC, rowid DESC LIMIT ?")
+               f" ORDER BY ts DESC, {self.backend.insertion_order} DESC LIMIT ?")
         return [self._message(r) for r in self._all(sql, *params, limit)]
 
     def add_thread(self, relay_msgid: str, original_msgid: str, pair: Pair, direction: str,
                    message_id: str) -> None:
-        with self.transaction():
-            self.conn.execute(
-                "INSERT OR REPLACE INTO threads (relay_msgid, original_msgid, pair_id,"
-                " direction, message_id, ts) VALUES (?, ?, ?, ?, ?, ?)",
-                (relay_msgid, original_msgid, pair.id, direction, message_id, now_iso()))
+        self._run(
+            "INSERT INTO threads (relay_msgid, original_msgid, pair_id, direction, message_id,"
+            " ts) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (relay_msgid) DO UPDATE SET"
+            " original_msgid = excluded.original_msgid, pair_id = excluded.pair_id,"
+            " direction = excluded.direction, message_id = excluded.message_id,"
+            " ts = excluded.ts",
+            relay_msgid, original_msgid, pair.id, direction, message_id, now_iso())
 
     def thread_entries(self, pair: Pair, msgids: Iterable[str]) -> list[dict]:
         """Thread-map rows of this pair that mention any of ``msgids`` on either side."""
@@ -392,44 +451,41 @@ class Store:
 
     def mark_bounce(self, message_id: str, kind: str) -> None:
         """Record that a delivered message bounced; a hard bounce wins over a soft one."""
-        with self.transaction():
-            self.conn.execute(
-                "UPDATE messages SET bounce = CASE WHEN bounce = 'hard' THEN 'hard' ELSE ? END,"
-                " bounced_at = ? WHERE id = ?", (kind, now_iso(), message_id))
+        self._run(
+            "UPDATE messages SET bounce = CASE WHEN bounce = 'hard' THEN 'hard' ELSE ? END,"
+            " bounced_at = ? WHERE id = ?", kind, now_iso(), message_id)
 
     def count_hard_bounces(self, buyer_id: str, since: datetime) -> int:
         return self._one(
-            "SELECT COUNT(*) FROM messages WHERE buyer_id = ? AND bounce = 'hard'"
-            " AND direction = 'seller_to_buyer' AND bounced_at >= ?", buyer_id, _iso(since))[0]
+            "SELECT COUNT(*) AS n FROM messages WHERE buyer_id = ? AND bounce = 'hard'"
+            " AND direction = 'seller_to_buyer' AND bounced_at >= ?", buyer_id, _iso(since))["n"]
 
     def set_bouncing(self, buyer_id: str, bouncing: bool) -> Buyer:
-        with self.transaction():
-            self.buyer(buyer_id)
-            self.conn.execute(
-                "UPDATE buyers SET bouncing_since = ? WHERE id = ?",
-                (now_iso() if bouncing else None, buyer_id))
-        return self.buyer(buyer_id)
+        row = self._returning("UPDATE buyers SET bouncing_since = ? WHERE id = ? RETURNING *",
+                              now_iso() if bouncing else None, buyer_id)
+        if row is None:
+            raise NotFound(f"no buyer {buyer_id}")
+        return self._buyer(row)
 
     def count_auto_replies(self, pair_id: int, direction: str, since: datetime) -> int:
         """Auto-replies forwarded in this conversation since ``since``."""
         return self._one(
-            "SELECT COUNT(*) FROM messages WHERE pair_id = ? AND direction = ? AND auto_reply = 1"
-            " AND decision = 'delivered' AND ts >= ?", pair_id, direction, _iso(since))[0]
+            "SELECT COUNT(*) AS n FROM messages WHERE pair_id = ? AND direction = ?"
+            " AND auto_reply = 1 AND decision = 'delivered' AND ts >= ?",
+            pair_id, direction, _iso(since))["n"]
 
     # -- strikes, review requests, reports ---------------------------------------------
 
     def add_strike(self, seller_id: str, reason: str, message_id: str | None = None) -> None:
-        with self.transaction():
-            self.conn.execute(
-                "INSERT INTO strikes (seller_id, message_id, reason, ts) VALUES (?, ?, ?, ?)",
-                (seller_id, message_id, reason, now_iso()))
+        self._run("INSERT INTO strikes (seller_id, message_id, reason, ts) VALUES (?, ?, ?, ?)",
+                  seller_id, message_id, reason, now_iso())
 
     def count_strikes(self, seller_id: str, since: datetime) -> int:
         """Strikes since ``since`` that came after the seller's last reinstatement."""
         return self._one(
-            "SELECT COUNT(*) FROM strikes s JOIN sellers r ON r.id = s.seller_id"
+            "SELECT COUNT(*) AS n FROM strikes s JOIN sellers r ON r.id = s.seller_id"
             " WHERE s.seller_id = ? AND s.ts >= ? AND s.ts > COALESCE(r.reinstated_at, '')",
-            seller_id, _iso(since))[0]
+            seller_id, _iso(since))["n"]
 
     def strikes(self, seller_id: str) -> list[dict]:
         return [dict(r) for r in self._all(
@@ -437,27 +493,26 @@ class Store:
             seller_id)]
 
     def add_review_request(self, order_id: str, message_id: str) -> None:
-        with self.transaction():
-            self.conn.execute(
-                "INSERT OR IGNORE INTO review_requests (order_id, message_id, ts)"
-                " VALUES (?, ?, ?)", (order_id, message_id, now_iso()))
+        self._run("INSERT INTO review_requests (order_id, message_id, ts) VALUES (?, ?, ?)"
+                  " ON CONFLICT (order_id, message_id) DO NOTHING",
+                  order_id, message_id, now_iso())
 
     def review_requested(self, order_ids: Iterable[str]) -> frozenset[str]:
         ids = list(order_ids)
         if not ids:
             return frozenset()
         marks = ", ".join("?" for _ in ids)
-        return frozenset(r[0] for r in self._all(
+        return frozenset(r["order_id"] for r in self._all(
             f"SELECT DISTINCT order_id FROM review_requests WHERE order_id IN ({marks})", *ids))
 
     def add_report(self, message_id: str, by: str, reason: str) -> int:
         with self.transaction():
             if self.find_message(message_id) is None:
                 raise NotFound(f"no message {message_id}")
-            cur = self.conn.execute(
-                "INSERT INTO reports (message_id, by, reason, created_at) VALUES (?, ?, ?, ?)",
-                (message_id, by, reason, now_iso()))
-        return cur.lastrowid
+            row = self._returning(
+                'INSERT INTO reports (message_id, "by", reason, created_at) VALUES (?, ?, ?, ?)'
+                " RETURNING id", message_id, by, reason, now_iso())
+        return row["id"]
 
     def list_reports(self, status: str | None = None) -> list[dict]:
         if status is None:
@@ -466,15 +521,81 @@ class Store:
             "SELECT * FROM reports WHERE status = ? ORDER BY id", status)]
 
     def resolve_report(self, report_id: int, note: str | None = None) -> dict:
-        with self.transaction():
-            if self._one("SELECT 1 FROM reports WHERE id = ?", report_id) is None:
-                raise NotFound(f"no report {report_id}")
-            self.conn.execute(
-                "UPDATE reports SET status = 'resolved', note = ?, resolved_at = ? WHERE id = ?",
-                (note, now_iso(), report_id))
-        return dict(self._one("SELECT * FROM reports WHERE id = ?", report_id))
+        row = self._returning(
+            "UPDATE reports SET status = 'resolved', note = ?, resolved_at = ? WHERE id = ?"
+            " RETURNING *", note, now_iso(), report_id)
+        if row is None:
+            raise NotFound(f"no report {report_id}")
+        return dict(row)
 
     def counts(self) -> dict[str, int]:
         tables = ("sellers", "senders", "buyers", "pairs", "aliases", "orders", "messages",
                   "threads", "reports", "strikes")
-        return {t: self._one(f"SELECT COUNT(*) FROM {t}")[0] for t in tables}
+        return {t: self._one(f"SELECT COUNT(*) AS n FROM {t}")["n"] for t in tables}
+
+    # -- moving a database: every table, as stored (used by `relay db export|import`) ------
+
+    def table_columns(self, table: str) -> list[str]:
+        """The columns of a data table, without an engine's own (PostgreSQL's seq)."""
+        self._check_table(table)
+        return [c for c in self.backend.columns(table) if c not in self.backend.hidden_columns]
+
+    def table_count(self, table: str) -> int:
+        self._check_table(table)
+        return self._one(f"SELECT COUNT(*) AS n FROM {table}")["n"]
+
+    def dump_table(self, table: str, columns: list[str]) -> Iterator[tuple]:
+        """Every row of ``table`` (in insertion order for messages, else by key)."""
+        self._check_table(table)
+        order = self.backend.insertion_order if table == "messages" else "1"
+        if table in migrations.IDENTITY_COLUMNS:
+            order = migrations.IDENTITY_COLUMNS[table]
+        names = ", ".join(_quote(c) for c in columns)
+        for row in self.backend.stream(f"SELECT {names} FROM {table} ORDER BY {order}"):
+            yield tuple(row[c] for c in columns)
+
+    def load_rows(self, table: str, columns: list[str], rows: list[tuple]) -> None:
+        """Insert rows as they were stored; meta rows replace the ones of the target."""
+        self._check_table(table)
+        known = set(self.table_columns(table))
+        if bad := [c for c in columns if c not in known]:
+            raise ValueError(f"table {table} has no column {', '.join(bad)}")
+        names = ", ".join(_quote(c) for c in columns)
+        marks = ", ".join("?" for _ in columns)
+        sql = f"INSERT INTO {table} ({names}) VALUES ({marks})"
+        if table == "meta":
+            sql += " ON CONFLICT (key) DO UPDATE SET value = excluded.value"
+        self.backend.many(sql, rows)
+
+    def after_load(self) -> None:
+        """New ids (pairs, reports, strikes) continue after the ones that came in."""
+        for table, column in migrations.IDENTITY_COLUMNS.items():
+            self.backend.reset_identity(table, column)
+
+    def snapshot(self) -> Any:
+        """One consistent read of the whole database, writers carrying on meanwhile."""
+        return self.backend.snapshot()
+
+    @staticmethod
+    def _check_table(table: str) -> None:
+        if table not in migrations.TABLES:
+            raise ValueError(f"not a table of the relay: {table}")
+
+
+def _quote(column: str) -> str:
+    if not column.replace("_", "").isalnum():
+        raise ValueError(f"not a column name: {column!r}")
+    return f'"{column}"'
+
+
+def database_target(config: Any) -> str | Path:
+    """``[database] url`` when set (PostgreSQL), else ``[database] path`` (SQLite)."""
+    url = getattr(config, "database_url", "") or ""
+    return url if url else config.database_path
+
+
+def open_store(target: str | Path | Any, *, migrate: bool = True) -> Store:
+    """``Store.open`` for a path or URL, or ``Store.from_config`` for a relay Config."""
+    if isinstance(target, (str, Path)):
+        return Store.open(target, migrate=migrate)
+    return Store.from_config(target, migrate=migrate)

@@ -16,8 +16,11 @@ class Action(StrEnum):
 class Effect:
     """A change the pipeline applies after the decision; policies never do I/O themselves.
 
-    kinds: ``strike`` (an [Important] misuse against the seller),
-    ``review_request`` (a neutral review request was made for ``order_id``).
+    kinds: ``strike`` (an [Important] misuse against the seller; the pipeline suspends
+    the seller once the strikes reach the limit, counting again after recording it),
+    ``suspend`` (the policy saw this strike reach the limit: for the record),
+    ``review_request`` (a neutral review request was made for ``order_id``),
+    ``route_customer_service`` (deliver to the marketplace's customer service).
     """
 
     kind: str

@@ -42,7 +42,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
         "smarthost": "127.0.0.1:10025",
         "timeout": 60,
     },
-    "database": {"path": "../var/relay.db"},
+    # url (postgresql://...) puts several nodes on one PostgreSQL database; it takes
+    # precedence over path (SQLite, one node)
+    "database": {"path": "../var/relay.db", "url": ""},
     "dkim": {"selector": "relay", "key": "../var/dkim.key", "verify_inbound": "record"},
     "policy": {
         "order": DEFAULT_ORDER,
@@ -126,6 +128,11 @@ class Config:
     def database_path(self) -> Path:
         return self.values["database"]["path"]
 
+    @property
+    def database_url(self) -> str:
+        """``[database] url`` (PostgreSQL), or "" when the relay runs on ``path`` (SQLite)."""
+        return self.values["database"]["url"]
+
 
 def config_path(explicit: str | os.PathLike | None = None) -> Path | None:
     """The file to read: --config, else $RELAY_CONFIG, else conf/relay.toml if present."""
@@ -191,8 +198,19 @@ def _check(data: dict[str, Any], base: Path) -> dict[str, dict[str, Any]]:
         raise ConfigError(f"server.alias_domain: expected a lower-case domain, got {domain!r}")
     if not all(isinstance(name, str) for name in merged["policy"]["order"]):
         raise ConfigError("policy.order: expected a list of policy names")
+    _check_database_url(merged["database"]["url"])
     _check_limits(merged)
     return merged
+
+
+def _check_database_url(url: str) -> None:
+    if not url:
+        return
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in ("postgresql", "postgres") or not rest:
+        shown = f"{scheme}://..." if sep else "a value without a scheme"
+        raise ConfigError(f"database.url: expected postgresql://[USER[:PASSWORD]@]HOST[:PORT]"
+                          f"/DBNAME (or empty for SQLite at database.path), got {shown}")
 
 
 def _check_limits(merged: dict[str, dict[str, Any]]) -> None:

@@ -10,6 +10,7 @@ import asyncio
 import secrets
 import time
 from dataclasses import dataclass, replace
+from datetime import timedelta
 from email.message import Message
 
 from aliasdb import Store
@@ -194,10 +195,17 @@ class Pipeline:
                 self.store.add_strike(ctx.seller.id, effect.reason, record_id)
                 self.log.warning("seller.strike", seller=ctx.seller.id, msg=record_id,
                                  reason=effect.reason)
-            elif effect.kind == "suspend":
-                self.store.suspend_seller(ctx.seller.id)
-                self.log.warning("seller.suspended", seller=ctx.seller.id, msg=record_id,
-                                 reason=effect.reason)
+                self._suspend_if_due(ctx, record_id)
+
+    def _suspend_if_due(self, ctx: Context, record_id: str) -> None:
+        """Count again after recording: another node or worker may have struck meanwhile."""
+        settings = ctx.settings
+        window = ctx.now - timedelta(days=settings.strike_window_days)
+        if (self.store.count_strikes(ctx.seller.id, window) >= settings.strikes_to_suspend
+                and not self.store.seller(ctx.seller.id).suspended):
+            self.store.suspend_seller(ctx.seller.id)
+            self.log.warning("seller.suspended", seller=ctx.seller.id, msg=record_id,
+                             reason="[Important] misuse")
 
     def _finish(self, session: str, record_id: str, ctx: Context, decision: Decision,
                 reply: str, size: int, started: float, *, record: bool = True,

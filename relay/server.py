@@ -231,7 +231,7 @@ class RelayServer:
                  reuse_port: bool = False) -> None:
         self.config = config
         self.reuse_port = reuse_port  # several worker processes on one port (SO_REUSEPORT)
-        self.store = store or Store.open(config.database_path)
+        self.store = store or Store.from_config(config)
         self.pipeline = build_pipeline(config, self.store, delivery, resolver)
         limits = config["limits"]
         self.limits = Limits.from_config(limits)

@@ -113,3 +113,8 @@ def logs():
     """The log events of this test: ``logs()`` returns those written so far."""
     start = LOGS.mark()
     return lambda: LOGS.events(start)
+
+
+# PostgreSQL (tests/pg.py): pg_server, the session's database (skipped without a server),
+# and pg_url, a fresh schema of it for one test
+from tests.pg import pg_server, pg_url  # noqa: E402, F401

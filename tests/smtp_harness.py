@@ -142,7 +142,7 @@ class RunningRelay:
                  resolver=None) -> None:
         self.loop = loop
         self.config = relay_config.load(config_path)
-        self.store = Store.open(self.config.database_path)
+        self.store = Store.from_config(self.config)
         self.store.ensure_secret()
         ensure_key(self.config)  # as `relay init` does
         self.resolver = resolver

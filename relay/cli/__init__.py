@@ -9,7 +9,7 @@ import importlib
 
 import click
 
-from relay.cli import bootstrap, credentials, dkim, messages, orders, parties
+from relay.cli import bootstrap, credentials, db, dkim, messages, orders, parties
 from relay.cli.common import RelayGroup
 
 
@@ -18,7 +18,7 @@ def main() -> None:
     """Anonymizing buyer-seller mail relay."""
 
 
-for _module in (bootstrap, parties, credentials, orders, messages, dkim):
+for _module in (bootstrap, parties, credentials, orders, messages, dkim, db):
     _module.register(main)
 
 # `relay serve` and `relay policy` live in their own modules, which may not exist yet:

@@ -25,14 +25,15 @@ def _dkim_module() -> ModuleType | None:
 @click.command("init")
 @config_option
 def init_command(config: Config) -> None:
-    """Create the database, the alias secret and the Maildir folder (idempotent)."""
+    """Create the database (schema), the alias secret and the Maildir folder (idempotent)."""
     path = config["database"]["path"]
     existed = str(path) == ":memory:" or Path(path).exists()
     store = open_store(config, require_init=False)
-    if existed:
-        click.echo(f"database {path}: present (schema version {store.schema_version()})")
-    else:
-        click.echo(f"database {path}: created (schema version {store.schema_version()})")
+    if config.database_url:  # PostgreSQL: the operator created the database; we fill it
+        existed = bool(store.migrated_from)
+    state = "present" if existed else "created"
+    click.echo(f"database {store.where}: {state} (schema version {store.schema_version()})")
+    # on several nodes, the first `relay init` creates the secret and the others share it
     click.echo("alias secret: created" if store.ensure_secret() else "alias secret: present")
 
     if config["delivery"]["mode"] == "maildir":

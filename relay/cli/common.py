@@ -16,7 +16,8 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from aliasdb.store import Conflict, NotFound, Store
+from aliasdb.dialects import redact
+from aliasdb.store import Conflict, NotFound, Store, database_target
 from relay.addresses import BadAddress, normalize
 from relay.cli.validate import BadInput, check_id, parse_when
 from relay.config import Config, ConfigError, load
@@ -165,21 +166,26 @@ WHEN = WhenType()
 
 
 def open_store(config: Config, *, require_init: bool = True) -> Store:
-    """The store of ``config``; closed when the command ends.
+    """The store of ``config`` (``[database] url``, else ``path``); closed when the command ends.
 
     With ``require_init`` (everything but ``relay init``) a missing database or secret
-    is an error, and no database file is created as a side effect.
+    is an error, and nothing is created as a side effect: no SQLite file, no schema in an
+    empty PostgreSQL database.
     """
-    path = config["database"]["path"]
-    if require_init and str(path) != ":memory:" and not Path(path).exists():
+    target = database_target(config)
+    if (require_init and not config.database_url and str(target) != ":memory:"
+            and not Path(target).exists()):
         fail(NOT_INITIALIZED)
     try:
-        store = Store.open(path)
-    except (sqlite3.Error, OSError) as exc:
-        fail(f"cannot open database {path}: {exc}")
+        store = Store.open(target, migrate=False)
+    except (sqlite3.Error, OSError) as exc:  # PostgreSQL's errors arrive as sqlite3.Error
+        fail(f"cannot open database {redact(target)}: {exc}")
     ctx = click.get_current_context(silent=True)
     if ctx is not None:
         ctx.call_on_close(store.close)
+    if require_init and store.schema_version() == 0:
+        fail(NOT_INITIALIZED)
+    store.migrate()
     if require_init:
         try:
             store.secret  # noqa: B018 - the secret is written by `relay init`
