@@ -19,6 +19,7 @@ at start-up.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 from policies.content_off_platform import _detect_off_platform
@@ -113,6 +114,21 @@ def _message_orders(ctx: Context) -> list[str]:
     return ids
 
 
+def _as_delivered(ctx: Context, text: str) -> str:
+    """The text as the buyer will read it: the parties' own addresses are aliases by then,
+    so a seller signing with their own address is not sending the buyer off-platform."""
+    parties = {*ctx.seller_senders, ctx.envelope.mail_from, *ctx.from_addresses}
+    if ctx.seller is not None and ctx.seller.inbox:
+        parties.add(ctx.seller.inbox)
+    if ctx.buyer is not None:
+        parties.add(ctx.buyer.address)
+    parties.discard("")
+    if not parties or "@" not in text:
+        return text
+    pattern = "|".join(re.escape(p) for p in sorted(parties, key=len, reverse=True))
+    return re.sub(pattern, f"alias@{ctx.settings.alias_domain}", text, flags=re.IGNORECASE)
+
+
 def check(ctx: Context) -> Verdict | None:
     """The "content" policy."""
     rules = ctx.settings.content_rules
@@ -121,7 +137,8 @@ def check(ctx: Context) -> Verdict | None:
         return tempfail("content rules are not loaded; try again later")
     if ctx.message is None:
         return None
-    result = evaluate(rules, ctx.subject, ctx.text, reply_to=tuple(ctx.reply_to_addresses),
+    subject, text = (_as_delivered(ctx, t) for t in (ctx.subject, ctx.text))
+    result = evaluate(rules, subject, text, reply_to=tuple(ctx.reply_to_addresses),
                       senders=frozenset(ctx.seller_senders),
                       alias_domain=ctx.settings.alias_domain, is_reply=ctx.is_reply)
     if result.category is not None:

@@ -186,3 +186,14 @@ def test_policy_check_and_messages_show(env, sink, tmp_path):
     details = json.loads(shown.stdout)
     assert details["policy"] == "content"
     assert any(f.get("rule_ids") for f in details["findings"])
+
+
+def test_seller_signing_with_their_own_address_is_not_off_platform(env, sink):
+    to = env.parties.buyer_alias
+    signed = seller_message(to, body=f"Parcel is on its way.\r\nOwen ({SELLER_ADDR})\r\n")
+    code, text = env.send(SELLER_ADDR, to, signed)
+    assert code == 250, text
+    assert SELLER_ADDR.encode() not in sink.messages[0].data
+    other = seller_message(to, body="Parcel is on its way. Write to owen@elsewhere.example\r\n")
+    code, text = env.send(SELLER_ADDR, to, other)
+    assert code == 550 and "policy=content" in text
