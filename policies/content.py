@@ -73,10 +73,11 @@ def evaluate(rules: ContentRules, subject: str, text: str, *,
     buyer's words and do not count (see :func:`prepare`).
     """
     prepared = prepare(subject, text, rules.max_text_chars, is_reply=is_reply)
+    maybe = rules.candidates(prepared)
     matches: dict[str, str] = {}
     scores = {c.name: 0.0 for c in rules.categories}
     for rule in rules.rules:
-        hit = rule.first_match(prepared)
+        hit = rule.first_match(prepared, maybe)
         if hit is not None:
             matches[rule.id] = hit
             scores[rule.group] += rule.weight

@@ -19,6 +19,7 @@ from typing import Any
 import phonenumbers
 
 from policies.content_off_platform import _bare_domain_pattern, _spelled_email_pattern
+from policies.content_screen import Screen
 from policies.content_validation import (
     _FLAGS,
     _check_keys,
@@ -57,9 +58,15 @@ class Rule:
     unless: tuple[re.Pattern[str], ...] = ()
     window: int = 120
 
-    def first_match(self, text: str) -> str | None:
-        """The first match not neutralized by an ``unless`` pattern nearby, or None."""
+    def first_match(self, text: str,
+                    maybe: frozenset[re.Pattern[str]] | None = None) -> str | None:
+        """The first match not neutralized by an ``unless`` pattern nearby, or None.
+
+        ``maybe``, from the RE2 screen, holds the patterns that can match at all.
+        """
         for pattern in self.patterns:
+            if maybe is not None and pattern not in maybe:
+                continue
             for match in pattern.finditer(text):
                 if self.unless:
                     lo = max(0, match.start() - self.window)
@@ -113,6 +120,11 @@ class ContentRules:
     _bare_domain: re.Pattern[str] = field(repr=False, default=re.compile("(?!)"))
     _spelled_email: re.Pattern[str] = field(repr=False, default=re.compile("(?!)"))
     _webmail: re.Pattern[str] = field(repr=False, default=re.compile("(?!)"))
+    screen: Screen | None = field(repr=False, default=None)
+
+    def candidates(self, text: str) -> frozenset[re.Pattern[str]] | None:
+        """The rule patterns that may match ``text`` (None: no screen, try them all)."""
+        return None if self.screen is None else self.screen.candidates(text)
 
     def category(self, name: str) -> Category:
         for cat in self.categories:
@@ -262,6 +274,7 @@ def _build(data: Mapping[str, Any]) -> ContentRules:
         _spelled_email=_spelled_email_pattern(tlds),
         _webmail=re.compile(rf"(?<![\w.-])(?:{webmail})(?![\w-])", _FLAGS) if webmail
         else re.compile("(?!)"),
+        screen=Screen(p for rule in (*rules, *critical_rules) for p in rule.patterns),
     )
 
 

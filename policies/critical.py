@@ -44,10 +44,11 @@ def classify(rules: ContentRules, subject: str, text: str) -> CriticalResult:
     cleaned = _TAG.sub(" ", subject)
     cleaned = re.sub(r"^\s*(?:(?:re|aw|sv|antw)\s*:\s*)+", "", cleaned, flags=re.IGNORECASE)
     prepared = prepare(cleaned, text, rules.max_text_chars)
+    maybe = rules.candidates(prepared)
     scores = dict.fromkeys(TOPICS, 0.0)
     fired: list[str] = []
     for rule in rules.critical_rules:
-        if rule.first_match(prepared) is not None:
+        if rule.first_match(prepared, maybe) is not None:
             fired.append(rule.id)
             scores[rule.group] += rule.weight
     topic = None
