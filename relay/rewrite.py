@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from email.message import Message
 from email.utils import format_datetime, formataddr, parsedate_to_datetime
-from functools import lru_cache
 
 from relay.rewrite_addresses import AddressReplacer, sub_header_value
 from relay.rewrite_body import render_body
@@ -170,19 +169,13 @@ def _extra(name: str, value: str) -> bytes:
     return _structured(name, value) if value.isascii() else _line(name, encode_words(value))
 
 
-@lru_cache(maxsize=1024)
-def _replacer(replacements: frozenset[tuple[str, str]]) -> AddressReplacer:
-    # compiling the pattern costs more than using it: a pair writes many messages
-    return AddressReplacer(dict(replacements))
-
-
 def rewrite(msg: Message, plan: RewritePlan) -> bytes:
     """The message to forward: allow-listed headers set by the relay, addresses replaced.
 
     `msg` is parsed with policy compat32 and is not modified. Returns CRLF-terminated bytes.
     Malformed input never raises; an invalid `plan.extra_headers` name raises ValueError.
     """
-    r = _replacer(frozenset(plan.replacements.items()))
+    r = AddressReplacer(plan.replacements)
     mime_names = {h.lower() for h in _MIME_HEADERS}
     mime: Headers = [(k, sub_header_value(k, v, r)) for k, v in msg.raw_items()
                      if k.strip().lower() in mime_names]

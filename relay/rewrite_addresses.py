@@ -8,6 +8,7 @@ RFC 2231 parameter continuations or RFC 2047 encoded words. Pure, no I/O.
 
 from __future__ import annotations
 
+import html
 import re
 from collections.abc import Mapping
 from email.utils import collapse_rfc2231_value
@@ -33,24 +34,14 @@ def _char_alternatives(ch: str) -> list[str]:
     return alts
 
 
-class AddressReplacer:
-    """One compiled regex over every real address, for str and for raw bytes.
+class _CompiledReplacer:
+    """The general case: every character of every address as literal-or-escape in one
+    compiled regex. Compiling it costs tens of ms, so it serves only addresses the fast
+    path below cannot (characters outside ASCII address text)."""
 
-    Each character may be literal or escaped, so `jane&#64;mail.example` and
-    `mailto:jane%40mail.example` are caught without decoding the HTML or URL first.
-    Matching is deliberately not anchored at word boundaries: a longer address that
-    merely ends with a real one is mangled rather than risk a leak.
-    """
-
-    def __init__(self, replacements: Mapping[str, str]) -> None:
-        # Longest first, so that of two keys starting at one position the longer wins.
-        keys = sorted({k.lower() for k in replacements if k}, key=len, reverse=True)
-        lowered = {k.lower(): v for k, v in replacements.items() if k}
-        self._aliases = [lowered[k] for k in keys]
-        self._aliases_b = [a.encode("utf-8") for a in self._aliases]
-        if not keys:
-            self._re = self._bre = None
-            return
+    def __init__(self, keys: list[str], aliases: list[str]) -> None:
+        self._aliases = aliases
+        self._aliases_b = [a.encode("utf-8") for a in aliases]
         str_groups, bytes_groups = [], []
         for i, key in enumerate(keys):
             s_chars, b_chars = [], []
@@ -65,17 +56,112 @@ class AddressReplacer:
         self._bre = re.compile("|".join(bytes_groups).encode("latin-1"), re.IGNORECASE)
 
     def subn_text(self, text: str) -> tuple[str, int]:
-        if self._re is None:
-            return text, 0
         return self._re.subn(lambda m: self._aliases[int(m.lastgroup[1:])], text)
+
+    def subn_bytes(self, data: bytes) -> tuple[bytes, int]:
+        return self._bre.subn(lambda m: self._aliases_b[int(m.lastgroup[1:])], data)
+
+
+# The fast path. A run is a stretch of characters an ASCII address may hold, each literal
+# or escaped; one fixed regex finds the runs, and only a run with an "@" in some form is
+# decoded (unit by unit, so what is not replaced keeps its original spelling) and searched.
+_ESCAPE = r"&\#[0-9]+;?|&\#[xX][0-9a-fA-F]+;?|&[A-Za-z]+;|%[0-9A-Fa-f]{2}"
+_PLAIN = "A-Za-z0-9._+\\-!#$*/=?^`{|}~'@"
+_RUN = re.compile(f"(?:[{_PLAIN}]|{_ESCAPE})+")
+_UNIT = re.compile(f"{_ESCAPE}|.", re.DOTALL)
+_FAST_KEY = re.compile(f"[{_PLAIN}]+")
+_AT_FORMS = ("@", "&#", "&commat;", "%40")
+
+
+def _decode_unit(unit: str) -> str:
+    """One character of a run, escapes decoded; "\ufffd" for what is no address character."""
+    if len(unit) == 1:
+        return unit
+    if unit[0] == "%":
+        return chr(int(unit[1:], 16))
+    for candidate in (unit, unit.lower()):  # &COMMAT; is no entity, but a reader may be lax
+        decoded = html.unescape(candidate)
+        if decoded != candidate:
+            return decoded if len(decoded) == 1 else "\ufffd"
+    return "\ufffd"
+
+
+def _lower1(ch: str) -> str:
+    low = ch.lower()
+    return low if len(low) == 1 else ch
+
+
+class AddressReplacer:
+    """Every real address, in text, raw bytes and header values, replaced by its alias.
+
+    Each character may be literal or escaped, so `jane&#64;mail.example` and
+    `mailto:jane%40mail.example` are caught without decoding the HTML or URL first.
+    Matching is deliberately not anchored at word boundaries: a longer address that
+    merely ends with a real one is mangled rather than risk a leak.
+    """
+
+    def __init__(self, replacements: Mapping[str, str]) -> None:
+        # Longest first, so that of two keys starting at one position the longer wins.
+        lowered = {k.lower(): v for k, v in replacements.items() if k}
+        self._keys = sorted(lowered, key=len, reverse=True)
+        self._lowered = lowered
+        self._slow = None
+        if self._keys and not all(_FAST_KEY.fullmatch(k) for k in self._keys):
+            self._slow = _CompiledReplacer(self._keys, [lowered[k] for k in self._keys])
+
+    def subn_text(self, text: str) -> tuple[str, int]:
+        if not self._keys:
+            return text, 0
+        if self._slow is not None:
+            return self._slow.subn_text(text)
+        count = 0
+
+        def run(match: re.Match) -> str:
+            nonlocal count
+            new, n = self._replace_run(match.group(0))
+            count += n
+            return new
+
+        new = _RUN.sub(run, text)
+        return (new, count) if count else (text, 0)
 
     def sub_text(self, text: str) -> str:
         return self.subn_text(text)[0]
 
     def subn_bytes(self, data: bytes) -> tuple[bytes, int]:
-        if self._bre is None:
+        if not self._keys:
             return data, 0
-        return self._bre.subn(lambda m: self._aliases_b[int(m.lastgroup[1:])], data)
+        if self._slow is not None:
+            return self._slow.subn_bytes(data)
+        # latin-1 maps bytes to characters one to one; the aliases are ASCII
+        new, n = self.subn_text(data.decode("latin-1"))
+        return (new.encode("latin-1"), n) if n else (data, 0)
+
+    def _replace_run(self, run: str) -> tuple[str, int]:
+        if not any(form in run for form in _AT_FORMS) and "%" not in run:
+            return run, 0
+        units = _UNIT.findall(run)
+        # one character per unit, so positions in `decoded` are positions in `units`
+        decoded = "".join(_lower1(_decode_unit(u)) for u in units)
+        spans: list[tuple[int, int, str]] = []
+        i = 0
+        while i < len(decoded):
+            for key in self._keys:
+                if decoded.startswith(key, i):
+                    spans.append((i, i + len(key), self._lowered[key]))
+                    i += len(key)
+                    break
+            else:
+                i += 1
+        if not spans:
+            return run, 0
+        out, last = [], 0
+        for start, end, alias in spans:
+            out.extend(units[last:start])
+            out.append(alias)
+            last = end
+        out.extend(units[last:])
+        return "".join(out), len(spans)
 
 
 # -- header values ---------------------------------------------------------------------
