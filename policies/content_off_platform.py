@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import bisect
 import re
+from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import phonenumbers
@@ -83,9 +84,20 @@ _DATE_LIKE = re.compile(
     r"^\s*(?:\d{4}[-/.]\d{1,2}[-/.]\d{1,2}|\d{1,2}[-/.]\d{1,2}[-/.]\d{2,4})\s*$")
 
 
+@lru_cache(maxsize=8)
+def _digit_run(min_digits: int) -> re.Pattern[str]:
+    """Digits, at most four other characters apart: what any phone number is written as."""
+    return re.compile(r"\d(?:\D{0,4}\d){" + str(max(min_digits - 1, 0)) + "}")
+
+
 def _phone_numbers(text: str, off: OffPlatformSettings,
                    protected: list[tuple[int, int]]) -> list[str]:
     """Phone numbers not in a carrier's/manufacturer's context."""
+    # The matcher is the costliest detector: run it only when some run of digits that is
+    # not an order id is long enough to be a phone number.
+    if not any(not any(s <= m.start() and m.end() <= e for s, e in protected)
+               for m in _digit_run(off.phone_min_digits).finditer(text)):
+        return []
     # Each region's matches come in text order; a position already covered by an earlier
     # region's match is skipped (a sorted list of spans keeps this O(n log n)).
     starts: list[int] = []

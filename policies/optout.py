@@ -17,12 +17,12 @@ CRITICAL = "product customization, delivery scheduling or a shipping-address iss
 
 def check(ctx: Context) -> Verdict | None:
     opted_out = ctx.buyer is not None and ctx.buyer.opted_out
-    result = critical.classify(ctx.settings.content_rules, ctx.subject, ctx.text)
-    if not result.tagged:
+    if not critical.has_important_tag(ctx.subject):
         if opted_out:
             return reject("the buyer has opted out of seller messages; only critical messages "
                           f"({CRITICAL}) marked [Important] in the subject are delivered")
         return None
+    result = critical.classify(ctx.settings.content_rules, ctx.subject, ctx.text)
     if not result.legit:
         return _misuse(ctx, opted_out, result.rule_ids)
     reasons = ctx.settings.contact_reasons

@@ -1,0 +1,5 @@
+import sys
+
+from benchlib.main import main
+
+sys.exit(main())

@@ -1,0 +1,132 @@
+"""Results: per-server statistics summed over rounds, and the Markdown the run prints and
+writes to scripts/bench-results.md."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from benchlib.loadgen import LoadResult
+
+
+@dataclass
+class Stats:
+    """One server under one load, summed over the rounds it ran."""
+
+    label: str
+    ok: int = 0
+    window: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    errors: Counter = field(default_factory=Counter)
+    server_cpu: float = 0.0
+    sink_cpu: float = 0.0
+    sink_msgs: int = 0
+    sink_signed: int = 0
+    client_cpu: float = 0.0
+    machine_cpu: float = 0.0  # every process of the machine, every core
+    rounds: list[float] = field(default_factory=list)  # msg/s of each round
+
+    def add(self, result: LoadResult) -> None:
+        s, e = result.start, result.end
+        self.ok += result.ok
+        self.window += result.window
+        self.latencies.extend(result.latencies)
+        self.errors.update(result.errors)
+        self.server_cpu += e["server"] - s["server"]
+        self.sink_cpu += e["sink"] - s["sink"]
+        self.sink_msgs += e["sink_msgs"] - s["sink_msgs"]
+        self.sink_signed += e["sink_signed"] - s["sink_signed"]
+        self.client_cpu += e["client"] - s["client"]
+        self.machine_cpu += e["machine"] - s["machine"]
+        self.rounds.append(result.rate)
+
+    @property
+    def rate(self) -> float:
+        return self.ok / self.window if self.window else 0.0
+
+    def p(self, q: float) -> float:
+        """The q-th percentile latency in ms (nearest rank)."""
+        if not self.latencies:
+            return math.nan
+        ordered = sorted(self.latencies)
+        rank = max(1, math.ceil(q / 100 * len(ordered)))
+        return ordered[rank - 1] * 1000
+
+    @property
+    def elsewhere(self) -> float:
+        """Cores that other processes than the server, sink and client kept busy."""
+        rest = self.machine_cpu - self.server_cpu - self.sink_cpu - self.client_cpu
+        return max(0.0, rest) / self.window if self.window else math.nan
+
+    @property
+    def errors_total(self) -> int:
+        return sum(self.errors.values())
+
+    def per_msg(self, seconds: float, count: int | None = None) -> float:
+        count = self.ok if count is None else count
+        return seconds / count * 1000 if count else math.nan
+
+    @property
+    def spread(self) -> str:
+        if len(self.rounds) < 2:
+            return ""
+        digits = 0 if min(self.rounds) >= 100 else 1
+        return f"{min(self.rounds):.{digits}f}-{max(self.rounds):.{digits}f}"
+
+
+def ratio(a: float, b: float) -> float:
+    return a / b if b else math.nan
+
+
+def fmt(value: float, digits: int = 1) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) \
+        else f"{value:,.{digits}f}"
+
+
+def main_table(rows: list[Stats], concurrency: int) -> list[str]:
+    lines = [
+        "| server | msg/s | per round | p50 ms | p95 ms | p99 ms | errors | server CPU ms/msg "
+        "| sink CPU ms/msg | client CPU ms/msg | other processes, cores |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.label} | {fmt(row.rate, 0)} | {row.spread} | {fmt(row.p(50), 2)} | "
+            f"{fmt(row.p(95), 2)} | {fmt(row.p(99), 2)} | {row.errors_total} | "
+            f"{fmt(row.per_msg(row.server_cpu), 2)} | "
+            f"{fmt(row.per_msg(row.sink_cpu, row.sink_msgs), 2)} | "
+            f"{fmt(row.per_msg(row.client_cpu), 2)} | {fmt(row.elsewhere, 2)} |")
+    return lines
+
+
+def size_table(sizes: list[tuple[str, int, Stats, Stats]]) -> list[str]:
+    lines = [
+        "| message | bytes | bare msg/s | relay msg/s | ratio relay/bare | bare CPU ms/msg "
+        "| relay CPU ms/msg | bare p99 ms | relay p99 ms | messages (bare/relay) "
+        "| other processes, cores (bare/relay) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for name, size, bare, relay in sizes:
+        lines.append(
+            f"| {name} | {size:,} | {fmt(bare.rate, 0)} | {fmt(relay.rate, 0)} | "
+            f"{fmt(ratio(relay.rate, bare.rate), 2)} | {fmt(bare.per_msg(bare.server_cpu), 2)} | "
+            f"{fmt(relay.per_msg(relay.server_cpu), 2)} | {fmt(bare.p(99), 1)} | "
+            f"{fmt(relay.p(99), 1)} | {bare.ok}/{relay.ok} | "
+            f"{fmt(bare.elsewhere, 2)}/{fmt(relay.elsewhere, 2)} |")
+    return lines
+
+
+def errors_lines(rows: list[Stats]) -> list[str]:
+    lines = []
+    for row in rows:
+        for what, count in row.errors.most_common(8):
+            lines.append(f"- {row.label}: {count} x {what}")
+    return lines
+
+
+def met(value: float, limit: float, *, at_least: bool) -> str:
+    if value is None or math.isnan(value):
+        return "n/a"
+    ok = value >= limit if at_least else value <= limit
+    return "met" if ok else "NOT met"
