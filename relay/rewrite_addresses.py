@@ -71,6 +71,8 @@ _RUN = re.compile(f"(?:[{_PLAIN}]|{_ESCAPE})+")
 _UNIT = re.compile(f"{_ESCAPE}|.", re.DOTALL)
 _FAST_KEY = re.compile(f"[{_PLAIN}]+")
 _AT_FORMS = ("@", "&#", "&commat;", "%40")
+# no "@" in any spelling, no address: most text ends here, in one C-level scan
+_MAYBE_ADDRESS = re.compile(r"@|&#|&commat;|%", re.IGNORECASE)
 
 
 def _decode_unit(unit: str) -> str:
@@ -114,6 +116,8 @@ class AddressReplacer:
             return text, 0
         if self._slow is not None:
             return self._slow.subn_text(text)
+        if not _MAYBE_ADDRESS.search(text):
+            return text, 0
         count = 0
 
         def run(match: re.Match) -> str:
@@ -138,7 +142,8 @@ class AddressReplacer:
         return (new.encode("latin-1"), n) if n else (data, 0)
 
     def _replace_run(self, run: str) -> tuple[str, int]:
-        if not any(form in run for form in _AT_FORMS) and "%" not in run:
+        lowered = run.lower()
+        if not any(form in lowered for form in _AT_FORMS) and "%" not in run:
             return run, 0
         units = _UNIT.findall(run)
         # one character per unit, so positions in `decoded` are positions in `units`
