@@ -261,3 +261,10 @@ def lines(pairs: Sequence[tuple[str, Any]]) -> None:
     width = max((len(k) for k, _ in pairs), default=0)
     for key, value in pairs:
         click.echo(f"{key + ':':<{width + 1}} {fmt(value)}")
+
+
+def listing(title: str, items: Sequence[str]) -> None:
+    """A titled, indented list for human output, "(none)" when empty."""
+    click.echo(f"{title}:")
+    for item in items or ["(none)"]:
+        click.echo(f"  {item}")

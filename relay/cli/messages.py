@@ -18,6 +18,7 @@ from relay.cli.common import (
     fmt,
     json_option,
     lines,
+    listing,
     open_store,
     table,
 )
@@ -84,11 +85,7 @@ def _show_message(record: dict[str, Any]) -> None:
         "id", "ts", "session", "direction", "seller_id", "buyer_id", "pair_id", "decision",
         "policy", "reason", "smtp_code", "size", "duration_ms")])
     click.echo(f"rule ids: {', '.join(map(str, record['rule_ids'])) or '-'}")
-    click.echo("findings:")
-    if not record["findings"]:
-        click.echo("  (none)")
-    for finding in record["findings"]:
-        click.echo(f"  {_finding_line(finding)}")
+    listing("findings", [_finding_line(f) for f in record["findings"]])
 
 
 @messages_group.command("show")

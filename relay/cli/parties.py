@@ -19,6 +19,7 @@ from relay.cli.common import (
     fmt,
     json_option,
     lines,
+    listing,
     open_store,
     table,
 )
@@ -69,16 +70,9 @@ def _show_seller(data: dict[str, Any]) -> None:
                     f"{data['strike_window_days']} days (suspension at "
                     f"{data['strikes_to_suspend']})"),
     ])
-    click.echo("senders:")
-    if not data["senders"]:
-        click.echo("  (none)")
-    for sender in data["senders"]:
-        click.echo(f"  {sender['address']}  {sender['status']}")
-    click.echo("strike list:")
-    if not data["strikes"]:
-        click.echo("  (none)")
-    for strike in data["strikes"]:
-        click.echo(f"  {strike['ts']}  {fmt(strike['message_id'])}  {strike['reason']}")
+    listing("senders", [f"{s['address']}  {s['status']}" for s in data["senders"]])
+    listing("strike list", [f"{s['ts']}  {fmt(s['message_id'])}  {s['reason']}"
+                            for s in data["strikes"]])
 
 
 # -- seller ------------------------------------------------------------------------------
