@@ -2,8 +2,10 @@
 
 Everything runs on 127.0.0.1 in processes of its own: a sink (the next hop), the bare
 passthrough proxy (the baseline) and the relay (`relay serve --workers 1`, smtp delivery
-to the sink, every policy, rewrite, DKIM signing) over a seeded database. One load
-generator drives both, alternating rounds so a drift of the machine's speed hits both.
+to the sink, every policy, rewrite, DKIM signing) over a seeded SQLite database, and the
+same relay on a scratch PostgreSQL database seeded with the same pairs (--pg-url; dropped
+at the end; skipped with a line saying why when there is no server). One load generator
+drives them all, alternating rounds so a drift of the machine's speed hits both.
 The last line printed is `ratio relay/bare: X.XX` (throughput, 4 KB, default concurrency).
 """
 
@@ -29,7 +31,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
-from benchlib import loadgen, lookup, memtrace, procs, profiling
+from aliasdb.dialects import redact
+from benchlib import loadgen, lookup, memtrace, pg, procs, profiling
 from benchlib.messages import KB, SIZES, MessageFactory
 from benchlib.report import (
     Stats,
@@ -75,6 +78,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                         help="add a row: the relay on uvloop (needs uvloop installed)")
     parser.add_argument("--workers", type=int, default=0,
                         help="add a row: the relay with `--workers N` (N > 1)")
+    parser.add_argument("--pg-url", default=pg.DEFAULT_URL,
+                        help="PostgreSQL server for the relay-on-PostgreSQL row: a database "
+                             "relay_bench_<random> is made there and dropped at the end "
+                             f"(default {pg.DEFAULT_URL})")
+    parser.add_argument("--no-postgres", action="store_true",
+                        help="no relay-on-PostgreSQL row")
     parser.add_argument("--output", type=Path, default=RESULTS,
                         help=f"Markdown results (default {RESULTS.relative_to(REPO)})")
     parser.add_argument("--keep", action="store_true",
@@ -83,6 +92,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     quick = args.quick
     args.rounds = args.rounds or (1 if quick else 3)
     args.window = args.window or (4.0 if quick else 8.0)
+    args.pg_window = args.window / 2 if quick else args.window  # quick stays quick
     args.size_window = args.size_window or (2.0 if quick else 4.0)
     args.warmup = 1.0 if quick else 1.5
     args.idle_connections = args.idle_connections or (100 if quick else 200)
@@ -91,7 +101,10 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         parser.error("--concurrency, --pairs and --rounds must be positive")
     if args.uvloop and importlib.util.find_spec("uvloop") is None:
         parser.error("--uvloop: uvloop is not installed (.venv/bin/pip install uvloop)")
-    args.command = " ".join(["scripts/bench", *argv])
+    # a password in --pg-url stays out of the results
+    shown = [f"{a.partition('=')[0]}={redact(a.partition('=')[2])}" if "=" in a else redact(a)
+             for a in argv]
+    args.command = " ".join(["scripts/bench", *shown])
     return args
 
 
@@ -114,6 +127,7 @@ class Server:
     label: str
     proc: procs.Proc
     stats: Stats = field(init=False)
+    pairs: list[PairInfo] | None = None  # the load's pairs, if not the SQLite database's
 
     def __post_init__(self) -> None:
         self.stats = Stats(self.label)
@@ -135,6 +149,10 @@ class Bench:
         self.factories = {name: MessageFactory(size) for name, size in SIZES.items()}
         self.tp_ratio = float("nan")
         self.loads = 0
+        self.pg: pg.Scratch | None = None  # the scratch database, dropped in main()
+        self.pg_cpu: pg.ServerCpu | None = None
+        self.pg_seed_seconds = 0.0
+        self.pg_version = ""
 
     # -- processes -------------------------------------------------------------------
 
@@ -171,9 +189,10 @@ class Bench:
         return "--workers" in out.stdout
 
     def start_relay(self, name: str, label: str, *, workers: int = 1, uvloop: bool = False,
-                    cprofile: Path | None = None, env: dict | None = None) -> Server:
+                    cprofile: Path | None = None, env: dict | None = None,
+                    database_url: str = "") -> Server:
         port = procs.free_port()
-        config = self.write_config(name, port)
+        config = self.write_config(name, port, database_url)
         serve = ["serve", "--config", str(config)]
         if self.has_workers:
             serve += ["--workers", str(workers)]
@@ -191,7 +210,7 @@ class Bench:
 
     # -- the relay's configuration and data --------------------------------------------
 
-    def write_config(self, name: str, port: int) -> Path:
+    def write_config(self, name: str, port: int, database_url: str = "") -> Path:
         from relay.config import DEFAULTS  # what this version of the relay knows
 
         limits_wanted = {  # the load comes from one address at a rate no MX would see
@@ -203,7 +222,9 @@ class Bench:
         sections = {
             "server": {"listen": f"127.0.0.1:{port}", "hostname": "relay.example",
                        "alias_domain": "relay.example"},
-            "database": {"path": str(self.tmp / "relay.db")},
+            "database": ({"path": str(self.tmp / "relay.db")} if not database_url else
+                         # path unused (url wins), but never the SQLite rows' database
+                         {"url": database_url, "path": str(self.tmp / "unused.db")}),
             "dkim": {"key": str(self.tmp / "dkim.key"), "verify_inbound": "off"},
             "delivery": {"mode": "smtp", "smarthost": f"127.0.0.1:{self.sink.port}",
                          "timeout": 30},
@@ -224,27 +245,82 @@ class Bench:
         path.write_text("\n".join(lines) + "\n")
         return path
 
-    def init_and_seed(self) -> None:
-        config = self.write_config("relay", procs.free_port())
+    def relay_init(self, config: Path) -> None:
         out = subprocess.run([self.relay_bin, "init", "--config", str(config)],
                              capture_output=True, text=True, timeout=120, cwd=self.tmp)
         if out.returncode != 0:
             raise RuntimeError(f"relay init failed:\n{out.stdout}{out.stderr}")
+
+    def init_and_seed(self) -> None:
+        self.relay_init(self.write_config("relay", procs.free_port()))
         started = time.perf_counter()
         secret = seed(self.tmp / "relay.db", self.args.pairs)
         self.seed_seconds = time.perf_counter() - started
         self.pairs = pair_infos(secret, self.args.pairs, self.args.pairs, random.Random(11))
 
+    def start_postgres_relay(self) -> Server | None:
+        """The relay on a scratch PostgreSQL database seeded with the same pairs (the same
+        tokens: the same seller and buyer ids, from that database's own secret), or None
+        with the reason said when there is no server to run on."""
+        from relay.config import DEFAULTS
+
+        if "url" not in DEFAULTS.get("database", {}):
+            self.notes.append("this relay has no `[database] url`: no PostgreSQL row.")
+            return None
+        self.pg = pg.Scratch(self.args.pg_url)
+        try:
+            url = self.pg.create()
+        except pg.Unreachable as exc:
+            self.pg = None
+            say(f"postgres: not reachable ({exc}), row skipped")
+            self.notes.append(f"postgres: not reachable ({exc}), row skipped.")
+            return None
+        say(f"postgres: database {pg.with_database(redact(self.args.pg_url), self.pg.name)}")
+        self.relay_init(self.write_config("relay-pg", procs.free_port(), url))
+        started = time.perf_counter()
+        secret = pg.seed(url, self.args.pairs)
+        self.pg_seed_seconds = time.perf_counter() - started
+        say(f"seeded {self.args.pairs:,} pairs into PostgreSQL in {self.pg_seed_seconds:.1f} s")
+        # the same pairs in the same order as the SQLite relay's load, with the aliases
+        # this database's secret gives them
+        pairs = pair_infos(secret, self.args.pairs, self.args.pairs, random.Random(11))
+        if [p.pair_id for p in pairs[:100]] != [p.pair_id for p in self.pairs[:100]]:
+            raise RuntimeError("the PostgreSQL row would not draw the SQLite row's pairs")
+        self.pg_cpu = pg.ServerCpu(url)
+        self.pg_version = self.pg_cpu.version
+        server = self.start_relay("relay-pg", "relay, full chain, 1 worker, PostgreSQL",
+                                  database_url=url)
+        server.pairs = pairs
+        if self.pg_cpu.readable:
+            server.stats.db = "PostgreSQL"
+        else:
+            self.notes.append("The PostgreSQL server is not on this machine: its CPU is not "
+                              "counted in the PostgreSQL row.")
+        return server
+
+    def drop_postgres(self) -> None:
+        if self.pg_cpu is not None:
+            self.pg_cpu.close()
+            self.pg_cpu = None
+        if self.pg is not None and self.pg.name is not None:
+            name = self.pg.name
+            problem = self.pg.drop()
+            say(f"postgres: {problem}" if problem else f"postgres: dropped database {name}")
+
     # -- measuring -------------------------------------------------------------------
 
     def probe_for(self, server: Server):
         sink = self.sink
+        database = self.pg_cpu if server.stats.db else None
 
         async def probe() -> dict:
             messages, _, signed = await loadgen.xstat(sink.port)
-            return {"server": procs.group_cpu(server.proc.pid), "sink": sink.cpu(),
-                    "sink_msgs": messages, "sink_signed": signed,
-                    "client": time.process_time(), "machine": procs.machine_busy()}
+            out = {"server": procs.group_cpu(server.proc.pid), "sink": sink.cpu(),
+                   "sink_msgs": messages, "sink_signed": signed,
+                   "client": time.process_time(), "machine": procs.machine_busy()}
+            if database is not None:
+                out["db"] = database.read()
+            return out
 
         return probe
 
@@ -254,7 +330,7 @@ class Bench:
         # caches (re's compiled patterns, SQLite pages) see repeats real traffic does not
         self.loads += 1
         result = asyncio.run(loadgen.run_load(
-            server.label, server.port, self.pairs, self.factories[size],
+            server.label, server.port, server.pairs or self.pairs, self.factories[size],
             concurrency=self.args.concurrency, warmup=warmup, window=window,
             min_messages=min_messages, probe=self.probe_for(server),
             seed=self.loads))
@@ -271,7 +347,7 @@ class Bench:
 
     def check_delivers(self, server: Server) -> None:
         """One message first: a relay that refuses the load would measure nothing."""
-        pair = self.pairs[0]
+        pair = (server.pairs or self.pairs)[0]
         before = asyncio.run(loadgen.xstat(self.sink.port))
         code, _ = asyncio.run(loadgen.one_message(server.port, pair, self.factories[MAIN_SIZE]))
         after = asyncio.run(loadgen.xstat(self.sink.port))
@@ -360,8 +436,11 @@ class Bench:
         say(f"seeded {args.pairs:,} pairs in {self.seed_seconds:.1f} s")
 
         bare = self.start_bare()
-        relay = self.start_relay("relay", "relay, full chain, 1 worker")
+        relay = self.start_relay("relay", "relay, full chain, 1 worker, SQLite")
         servers = [bare, relay]
+        relay_pg = None if args.no_postgres else self.start_postgres_relay()
+        if relay_pg is not None:
+            servers.append(relay_pg)
         if args.uvloop:
             servers.append(self.start_relay("relay-uvloop", "relay on uvloop, 1 worker",
                                             uvloop=True))
@@ -377,9 +456,13 @@ class Bench:
         for round_no in range(args.rounds):
             order = servers if round_no % 2 == 0 else servers[::-1]
             for server in order:
-                self.load(server, MAIN_SIZE, args.warmup, args.window,
+                self.load(server, MAIN_SIZE, args.warmup,
+                          args.pg_window if server is relay_pg else args.window,
                           min_messages=100 // args.rounds)
                 say(f"  round {round_no + 1} {server.label}: {server.stats.rounds[-1]:.0f} msg/s")
+        if relay_pg is not None:  # done with it: the rest is on SQLite
+            self.stop(relay_pg.proc)
+            self.drop_postgres()
 
         prof = self.profile(relay) if args.profile else None
 
@@ -518,6 +601,23 @@ class Bench:
             "messages.",
             "",
         ]
+        on_pg = next((s.stats for s in servers if s.proc.name == "relay-pg"), None)
+        if on_pg is not None:
+            db_ms = (f" + {fmt(on_pg.per_msg(on_pg.db_cpu), 2)} in PostgreSQL's processes"
+                     if on_pg.db else "")
+            out += [
+                f"relay on PostgreSQL / relay on SQLite: {fmt(ratio(on_pg.rate, relay.rate), 2)}",
+                "",
+                f"Throughput **{fmt(ratio(on_pg.rate, relay.rate), 2)}**, p99 latency "
+                f"**{fmt(ratio(on_pg.p(99), relay.p(99)), 2)}**; CPU per message: "
+                f"{fmt(relay.per_msg(relay.server_cpu), 2)} ms on SQLite (in the relay's "
+                f"process), {fmt(on_pg.per_msg(on_pg.server_cpu), 2)} ms in the relay{db_ms} "
+                f"on PostgreSQL {self.pg_version} (a scratch database on "
+                f"{pg.server_of(args.pg_url)}, same pairs, dropped at the end"
+                + (f"; {fmt(args.pg_window, 0)} s windows in a quick run"
+                   if args.pg_window != args.window else "") + ").",
+                "",
+            ]
         busiest = max([s.stats.elsewhere for s in servers]
                       + [st.elsewhere for _, _, bare_st, relay_st in sizes
                          for st in (bare_st, relay_st)])
@@ -614,7 +714,10 @@ class Bench:
             f"- The relay's database: {args.pairs:,} pairs ({max(1, args.pairs // 100):,} "
             "sellers with one enabled sender address each, one buyer per pair, both aliases "
             "of every pair, one shipped order per pair), seeded with direct SQL through the "
-            f"Store's connection in {self.seed_seconds:.1f} s.",
+            f"Store's connection in {self.seed_seconds:.1f} s"
+            + (f"; the same rows into PostgreSQL by COPY in {self.pg_seed_seconds:.1f} s "
+               "(after `relay init` made the schema and the secret there)."
+               if on_pg is not None else "."),
             "- `[limits]` are raised in the benchmark's config: the whole load comes from one "
             "address, far above the per-address rates an MX allows.",
             f"- Relay log: {log_summary[0]}.",
@@ -668,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)  # the clean-up itself is bounded
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         bench.stop_all()
+        bench.drop_postgres()  # after the relay using it has stopped
         if args.keep:
             say(f"kept {bench.tmp}")
         else:

@@ -25,6 +25,8 @@ class Stats:
     sink_signed: int = 0
     client_cpu: float = 0.0
     machine_cpu: float = 0.0  # every process of the machine, every core
+    db: str = ""  # a database server of its own (PostgreSQL): its CPU is counted apart
+    db_cpu: float = 0.0
     rounds: list[float] = field(default_factory=list)  # msg/s of each round
 
     def add(self, result: LoadResult) -> None:
@@ -39,6 +41,7 @@ class Stats:
         self.sink_signed += e["sink_signed"] - s["sink_signed"]
         self.client_cpu += e["client"] - s["client"]
         self.machine_cpu += e["machine"] - s["machine"]
+        self.db_cpu += e.get("db", 0.0) - s.get("db", 0.0)
         self.rounds.append(result.rate)
 
     @property
@@ -56,7 +59,8 @@ class Stats:
     @property
     def elsewhere(self) -> float:
         """Cores that other processes than the server, sink and client kept busy."""
-        rest = self.machine_cpu - self.server_cpu - self.sink_cpu - self.client_cpu
+        rest = (self.machine_cpu - self.server_cpu - self.sink_cpu - self.client_cpu
+                - self.db_cpu)
         return max(0.0, rest) / self.window if self.window else math.nan
 
     @property
@@ -91,10 +95,13 @@ def main_table(rows: list[Stats], concurrency: int) -> list[str]:
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
+        server_cpu = fmt(row.per_msg(row.server_cpu), 2)
+        if row.db:  # the relay's own + the database server's
+            server_cpu += f" + {fmt(row.per_msg(row.db_cpu), 2)} {row.db}"
         lines.append(
             f"| {row.label} | {fmt(row.rate, 0)} | {row.spread} | {fmt(row.p(50), 2)} | "
             f"{fmt(row.p(95), 2)} | {fmt(row.p(99), 2)} | {row.errors_total} | "
-            f"{fmt(row.per_msg(row.server_cpu), 2)} | "
+            f"{server_cpu} | "
             f"{fmt(row.per_msg(row.sink_cpu, row.sink_msgs), 2)} | "
             f"{fmt(row.per_msg(row.client_cpu), 2)} | {fmt(row.elsewhere, 2)} |")
     return lines
