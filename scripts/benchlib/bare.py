@@ -10,11 +10,12 @@ aiosmtpd is given a hostname, so it does no DNS look-up per connection.
 from __future__ import annotations
 
 import asyncio
-import signal
 import sys
 
 import aiosmtplib
 from aiosmtpd.smtp import SMTP
+
+from benchlib.sink import serve_until_signalled
 
 POOL = 8
 
@@ -47,16 +48,9 @@ class Forward:
 
 async def main(port: int, sink_port: int) -> None:
     forward = Forward(sink_port)
-    loop = asyncio.get_running_loop()
-    server = await loop.create_server(
+    await serve_until_signalled(
         lambda: SMTP(forward, hostname="bare.example", decode_data=False,
-                     data_size_limit=64 * 1024 * 1024, enable_SMTPUTF8=True),
-        "127.0.0.1", port, backlog=1024)
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    server.close()
+                     data_size_limit=64 * 1024 * 1024, enable_SMTPUTF8=True), port)
     for client in forward.idle:
         client.close()
 

@@ -36,18 +36,22 @@ class SinkSMTP(SMTP):
         await self.push(f"250 {counts.messages} {counts.bytes} {counts.signed}")
 
 
-async def main(port: int) -> None:
-    counter = Counter()
+async def serve_until_signalled(factory, port: int) -> None:
+    """Listen on 127.0.0.1:``port`` until SIGTERM or SIGINT (the sink and the bare proxy)."""
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(
-        lambda: SinkSMTP(counter, hostname="sink.example", decode_data=False,
-                         data_size_limit=64 * 1024 * 1024, enable_SMTPUTF8=True),
-        "127.0.0.1", port, backlog=1024)
+    server = await loop.create_server(factory, "127.0.0.1", port, backlog=1024)
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     server.close()
+
+
+async def main(port: int) -> None:
+    counter = Counter()
+    await serve_until_signalled(
+        lambda: SinkSMTP(counter, hostname="sink.example", decode_data=False,
+                         data_size_limit=64 * 1024 * 1024, enable_SMTPUTF8=True), port)
     print(f"sink: {counter.messages} messages, {counter.bytes} bytes", flush=True)
 
 
