@@ -24,7 +24,6 @@ import subprocess
 import sys
 import urllib.parse
 from email import policy as email_policy
-from email.header import decode_header, make_header
 from email.parser import BytesParser
 from email.utils import getaddresses
 
@@ -40,6 +39,7 @@ from relay.parsing import parse
 from relay.rewrite import RewritePlan, rewrite
 from tests.conftest import BUYER_ADDR, ORDER, SELLER_ADDR, SELLER_INBOX, seed
 from tests.smtp_harness import REPO
+from tests.test_rewrite import decoded
 
 SELLER_ALIAS = "k3x9m2p7q4w8e5r6t1y0@relay.example"
 BUYER_ALIAS = "b8n5v1c6z0a2s3d4f5g6@relay.example"
@@ -60,13 +60,6 @@ def plan(**changes) -> RewritePlan:
                   replacements=REPLACEMENTS)
     fields.update(changes)
     return RewritePlan(**fields)
-
-
-def decoded(value) -> str:
-    try:
-        return str(make_header(decode_header(str(value))))
-    except Exception:
-        return str(value)
 
 
 def visible_texts(out: bytes):

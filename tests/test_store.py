@@ -590,13 +590,19 @@ def test_import_reads_an_sqlite_file_directly(tmp_path, opened):
         t: (n, n) for t, n in counts.items()}
 
 
-def test_import_with_a_missing_row_imports_nothing(tmp_path, opened):
+def _exported(tmp_path) -> Path:
+    """A filled single-node SQLite database, exported to a JSON-lines file."""
     source = Store.open(tmp_path / "single-node.db")
     _filled(source)
     dump = tmp_path / "export.jsonl"
     with dump.open("w") as out:
         transfer.export(source, out)
     source.close()
+    return dump
+
+
+def test_import_with_a_missing_row_imports_nothing(tmp_path, opened):
+    dump = _exported(tmp_path)
     lines = dump.read_text().splitlines(keepends=True)
     strike = next(i for i, line in enumerate(lines) if line.startswith('{"table":"strikes"'))
     del lines[strike + 1]  # one strike lost on the way; the trailer still says 1
@@ -611,12 +617,7 @@ def test_import_with_a_missing_row_imports_nothing(tmp_path, opened):
 
 
 def test_import_refuses_a_database_in_use_and_a_truncated_file(tmp_path, opened):
-    source = Store.open(tmp_path / "single-node.db")
-    _filled(source)
-    dump = tmp_path / "export.jsonl"
-    with dump.open("w") as out:
-        transfer.export(source, out)
-    source.close()
+    dump = _exported(tmp_path)
     busy = opened("busy")
     busy.add_seller("s9", "Already here")
     with pytest.raises(transfer.TransferError, match="not empty"):
