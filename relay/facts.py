@@ -113,7 +113,8 @@ class Facts:
         if alias is None or alias.revoked:
             return ctx, []
         pair = alias.pair
-        threads = self.store.thread_entries(pair, message_ids(msg))
+        answered = message_ids(msg)
+        threads = self.store.thread_entries(pair, answered)
         orders = self.store.orders_of_pair(pair)
         window = ctx.now - timedelta(days=self.settings.strike_window_days)
         return replace(
@@ -124,5 +125,5 @@ class Facts:
             recent_auto_replies=self.store.count_auto_replies(
                 pair.id, ctx.direction, ctx.now - timedelta(days=1)),
             is_reply=any(t["direction"] == BUYER_TO_SELLER and t["relay_msgid"] in
-                         message_ids(msg) for t in threads),
+                         answered for t in threads),
         ), threads

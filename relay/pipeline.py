@@ -155,8 +155,10 @@ class Pipeline:
         seller_alias = f"{tokens['seller']}@{self.alias_domain}"
         buyer_alias = f"{tokens['buyer']}@{self.alias_domain}"
         seller, buyer = ctx.seller, ctx.buyer
+        # every address the seller has on file, blocked ones too: all are theirs
         seller_real = {s["address"] for s in self.store.senders(seller.id)}
-        seller_real.update(a for a in (seller.inbox, *ctx.seller_senders) if a)
+        if seller.inbox:
+            seller_real.add(seller.inbox)
         if ctx.direction == SELLER_TO_BUYER:
             seller_real.update(a for a in (ctx.envelope.mail_from, *ctx.from_addresses) if a)
         replacements = {a.lower(): seller_alias for a in seller_real}
