@@ -33,6 +33,14 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 BUSY_TIMEOUT_MS = 5000
+# SQLite reads the database file through a memory map up to this size (capped by the
+# build's SQLITE_MAX_MMAP_SIZE, 2 GiB by default): a page read is a memory access instead
+# of a read() call and a copy into the page cache. Address space, not memory: the OS
+# page cache holds what was touched, shared by every process on the file.
+SQLITE_MMAP_BYTES = 1 << 31
+# the connection's own page cache (KiB; it grows only as pages are used): the pages the
+# memory map does not serve, those in the WAL and those being written
+SQLITE_CACHE_KIB = 64 * 1024
 URL_SCHEMES = ("postgresql://", "postgres://")
 # PostgreSQL pool per process: the relay's store is used from its event-loop thread, so
 # one connection does the work; a few more cover the CLI and threads, never a flood.
@@ -77,7 +85,7 @@ def split_script(script: str) -> list[str]:
 
 
 class SQLiteBackend:
-    """One sqlite3 connection, WAL, autocommit outside ``transaction()``."""
+    """One sqlite3 connection, WAL, memory-mapped reads, autocommit outside ``transaction()``."""
 
     name = "sqlite"
     insertion_order = "rowid"  # messages listed newest first, ties in insertion order
@@ -92,6 +100,8 @@ class SQLiteBackend:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute("PRAGMA synchronous = NORMAL")
         conn.execute("PRAGMA foreign_keys = ON")
+        conn.execute(f"PRAGMA mmap_size = {SQLITE_MMAP_BYTES}")
+        conn.execute(f"PRAGMA cache_size = -{SQLITE_CACHE_KIB}")
         self.conn = conn
         self.where = str(path)
         execute = conn.execute

@@ -99,11 +99,14 @@ def test_open_without_migrating_leaves_an_empty_database(opened):
     assert s.schema_version() == LATEST
 
 
-def test_sqlite_uses_wal(tmp_path):
+def test_sqlite_uses_wal_and_a_memory_map(tmp_path):
     s = Store.open(tmp_path / "sub" / "relay.db")
     assert s.engine == "sqlite"
     assert s.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert s.conn.execute("PRAGMA user_version").fetchone()[0] == LATEST  # kept in step
+    # reads through a memory map, and a page cache bigger than SQLite's 2 MB default
+    assert s.conn.execute("PRAGMA mmap_size").fetchone()[0] > 0
+    assert s.conn.execute("PRAGMA cache_size").fetchone()[0] <= -32 * 1024
     s.close()
 
 
