@@ -60,11 +60,22 @@ class Proc:
         return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
 
 
-def cpu_seconds(pid: int) -> float:
+def stat_fields(pid: int) -> list[str]:
+    """/proc/<pid>/stat from field 3 (the state) on: field N is at index N - 3."""
     text = Path(f"/proc/{pid}/stat").read_text()
-    fields = text[text.rindex(")") + 2:].split()
-    # fields[0] is the state (field 3): utime and stime are fields 14 and 15
-    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    return text[text.rindex(")") + 2:].split()
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = stat_fields(pid)
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK  # utime, stime: fields 14 and 15
+
+
+def reaped_cpu(pid: int) -> float:
+    """utime + stime of the children ``pid`` has waited for (cutime + cstime): what processes
+    that have exited used, which group_cpu no longer sees."""
+    fields = stat_fields(pid)
+    return (int(fields[13]) + int(fields[14])) / CLK_TCK  # cutime, cstime: fields 16 and 17
 
 
 def machine_busy() -> float:
@@ -85,10 +96,9 @@ def group_pids(pgid: int) -> list[int]:
         if not entry.name.isdigit():
             continue
         try:
-            text = (entry / "stat").read_text()
+            fields = stat_fields(int(entry.name))
         except OSError:
             continue
-        fields = text[text.rindex(")") + 2:].split()
         if int(fields[2]) == pgid:  # field 5, pgrp
             pids.append(int(entry.name))
     return pids
