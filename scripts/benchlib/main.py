@@ -5,7 +5,9 @@ passthrough proxy (the baseline) and the relay (`relay serve --workers 1`, smtp 
 to the sink, every policy, rewrite, DKIM signing) over a seeded SQLite database, and the
 same relay on a scratch PostgreSQL database seeded with the same pairs (--pg-url; dropped
 at the end; skipped with a line saying why when there is no server). One load generator
-drives them all, alternating rounds so a drift of the machine's speed hits both.
+drives them all, alternating rounds so a drift of the machine's speed hits both. When
+Debian's Postfix is installed, a private instance of it relays the same load to the same
+sink with alias rewriting only, as a third row (benchlib/postfix.py).
 The last line printed is `ratio relay/bare: X.XX` (throughput, 4 KB, default concurrency).
 """
 
@@ -32,22 +34,24 @@ from importlib import metadata
 from pathlib import Path
 
 from aliasdb.dialects import redact
-from benchlib import loadgen, lookup, memtrace, pg, procs, profiling
+from benchlib import loadgen, lookup, memtrace, pg, postfix, procs, profiling
 from benchlib.messages import KB, SIZES, MessageFactory
 from benchlib.report import (
+    Drains,
     Stats,
     errors_lines,
     fmt,
     main_table,
     met,
+    postfix_lines,
+    postfix_target,
     ratio,
     size_table,
 )
-from benchlib.seed import PairInfo, pair_infos, seed
+from benchlib.seed import ALIAS_DOMAIN, PairInfo, pair_infos, seed
 
 REPO = Path(__file__).resolve().parents[2]
 RESULTS = REPO / "scripts" / "bench-results.md"
-POSTFIX = Path("/usr/sbin/postfix")
 MAIN_SIZE = "4KB"
 
 
@@ -84,6 +88,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
                              f"(default {pg.DEFAULT_URL})")
     parser.add_argument("--no-postgres", action="store_true",
                         help="no relay-on-PostgreSQL row")
+    parser.add_argument("--no-postfix", action="store_true",
+                        help="no Postfix row, even when Postfix is installed")
     parser.add_argument("--output", type=Path, default=RESULTS,
                         help=f"Markdown results (default {RESULTS.relative_to(REPO)})")
     parser.add_argument("--keep", action="store_true",
@@ -128,6 +134,7 @@ class Server:
     proc: procs.Proc
     stats: Stats = field(init=False)
     pairs: list[PairInfo] | None = None  # the load's pairs, if not the SQLite database's
+    postfix: postfix.Instance | None = None  # Postfix: answers 250 once queued
 
     def __post_init__(self) -> None:
         self.stats = Stats(self.label)
@@ -153,6 +160,8 @@ class Bench:
         self.pg_cpu: pg.ServerCpu | None = None
         self.pg_seed_seconds = 0.0
         self.pg_version = ""
+        self.postfix_absent = ""  # why there is no Postfix row
+        self.postfix_drains = Drains()
 
     # -- processes -------------------------------------------------------------------
 
@@ -298,6 +307,23 @@ class Bench:
                               "counted in the PostgreSQL row.")
         return server
 
+    def start_postfix(self) -> Server | None:
+        """A private Postfix instance relaying to the sink over the SQLite database's aliases,
+        or None with the reason said."""
+        if self.args.no_postfix or not postfix.installed():
+            self.postfix_absent = ("skipped (--no-postfix)" if self.args.no_postfix else
+                                   f"not installed ({postfix.POSTFIX} not found)")
+            say(f"postfix: {self.postfix_absent}, row skipped")
+            return None
+        port = procs.free_port()
+        instance = postfix.Instance(self.tmp / "postfix", port, self.sink.port,
+                                    self.tmp / "relay.db", ALIAS_DOMAIN)
+        instance.configure()
+        proc = self.start("postfix", instance.argv(), port)
+        say(f"postfix: private instance on port {port} ({instance.work})")
+        return Server(f"Postfix {postfix.version()}, queue + alias rewriting only", proc,
+                      postfix=instance)
+
     def drop_postgres(self) -> None:
         if self.pg_cpu is not None:
             self.pg_cpu.close()
@@ -312,10 +338,11 @@ class Bench:
     def probe_for(self, server: Server):
         sink = self.sink
         database = self.pg_cpu if server.stats.db else None
+        server_cpu = postfix.cpu if server.postfix else procs.group_cpu
 
         async def probe() -> dict:
             messages, _, signed = await loadgen.xstat(sink.port)
-            out = {"server": procs.group_cpu(server.proc.pid), "sink": sink.cpu(),
+            out = {"server": server_cpu(server.proc.pid), "sink": sink.cpu(),
                    "sink_msgs": messages, "sink_signed": signed,
                    "client": time.process_time(), "machine": procs.machine_busy()}
             if database is not None:
@@ -350,6 +377,8 @@ class Bench:
         pair = (server.pairs or self.pairs)[0]
         before = asyncio.run(loadgen.xstat(self.sink.port))
         code, _ = asyncio.run(loadgen.one_message(server.port, pair, self.factories[MAIN_SIZE]))
+        if server.postfix:
+            server.postfix.drain()
         after = asyncio.run(loadgen.xstat(self.sink.port))
         if code != 250 or after[0] != before[0] + 1:
             raise RuntimeError(f"{server.label} did not deliver a test message (reply {code}, "
@@ -438,6 +467,9 @@ class Bench:
         bare = self.start_bare()
         relay = self.start_relay("relay", "relay, full chain, 1 worker, SQLite")
         servers = [bare, relay]
+        relay_postfix = self.start_postfix()
+        if relay_postfix is not None:
+            servers.append(relay_postfix)
         relay_pg = None if args.no_postgres else self.start_postgres_relay()
         if relay_pg is not None:
             servers.append(relay_pg)
@@ -456,10 +488,16 @@ class Bench:
         for round_no in range(args.rounds):
             order = servers if round_no % 2 == 0 else servers[::-1]
             for server in order:
+                start = asyncio.run(self.probe_for(server)()) if server.postfix else None
                 self.load(server, MAIN_SIZE, args.warmup,
                           args.pg_window if server is relay_pg else args.window,
                           min_messages=100 // args.rounds)
                 say(f"  round {round_no + 1} {server.label}: {server.stats.rounds[-1]:.0f} msg/s")
+                if server.postfix:  # its queue delivered before the next server's round
+                    waited = server.postfix.drain()
+                    self.postfix_drains.add(waited, start, asyncio.run(self.probe_for(server)()))
+        if relay_postfix is not None:
+            self.stop(relay_postfix.proc)
         if relay_pg is not None:  # done with it: the rest is on SQLite
             self.stop(relay_pg.proc)
             self.drop_postgres()
@@ -561,6 +599,7 @@ class Bench:
                lookups: list[lookup.LookupResult], prof, log_summary: list[str]) -> str:
         args = self.args
         bare, relay = servers[0].stats, servers[1].stats
+        on_postfix = next((s.stats for s in servers if s.postfix), None)
         tp_ratio = self.tp_ratio = ratio(relay.rate, bare.rate)
         p99_ratio = ratio(relay.p(99), bare.p(99))
         versions = ", ".join(f"{pkg} {metadata.version(pkg)}" for pkg in
@@ -591,8 +630,7 @@ class Bench:
             "",
             *main_table([s.stats for s in servers], args.concurrency),
             "",
-            ("postfix: installed, but this benchmark has no Postfix column yet"
-             if POSTFIX.exists() else "postfix: not installed"),
+            *postfix_lines(on_postfix, self.postfix_drains, self.postfix_absent),
             "",
             f"relay/bare: throughput **{fmt(tp_ratio, 2)}**, p99 latency "
             f"**{fmt(p99_ratio, 2)}**, server CPU per message "
@@ -690,7 +728,7 @@ class Bench:
         targets = [
             ("full-chain throughput >= 0.5 x bare proxy (1 worker)", f"{fmt(tp_ratio, 2)} x",
              met(tp_ratio, 0.5, at_least=True)),
-            ("full-chain throughput ahead of Postfix", "postfix not installed", "n/a"),
+            postfix_target(relay, on_postfix, self.postfix_absent),
             ("p99 latency <= 3 x bare proxy", f"{fmt(p99_ratio, 2)} x",
              met(p99_ratio, 3.0, at_least=False)),
             ("look-up at 1M pairs within 1.2 x of 10k", f"{fmt(lookup_ratio, 2)} x",

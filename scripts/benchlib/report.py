@@ -137,3 +137,47 @@ def met(value: float, limit: float, *, at_least: bool) -> str:
         return "n/a"
     ok = value >= limit if at_least else value <= limit
     return "met" if ok else "NOT met"
+
+
+@dataclass
+class Drains:
+    """Postfix's rounds from the start of the load (warm-up included) to its empty queue."""
+
+    seconds: list[float] = field(default_factory=list)  # waited after each window
+    cpu: float = 0.0  # every process of the instance
+    delivered: int = 0  # messages the sink received
+
+    def add(self, waited: float, start: dict, end: dict) -> None:
+        self.seconds.append(waited)
+        self.cpu += end["server"] - start["server"]
+        self.delivered += end["sink_msgs"] - start["sink_msgs"]
+
+
+def postfix_lines(row: Stats | None, drains: Drains, absent: str) -> list[str]:
+    """What the Postfix row means, or why there is none."""
+    if row is None:
+        return [f"postfix: {absent}: no Postfix row."]
+    return [
+        "Postfix: a private instance (its own config, queue and data directories under the "
+        "benchmark's temporary folder; `relayhost` the sink, the buyer aliases of the seeded "
+        "database in `virtual_alias_maps`, the seller addresses in `sender_canonical_maps`, "
+        "no DNS). Its `250` means queued, not delivered: it accepted "
+        f"{row.ok:,} messages in the windows ({fmt(row.rate, 0)} msg/s) and delivered "
+        f"{row.sink_msgs:,} to the sink in the same time ({fmt(row.sink_msgs / row.window, 0)} "
+        "msg/s); after each of its rounds its queue was left to drain ("
+        f"{', '.join(f'{s:.1f}' for s in drains.seconds)} s) before the next server's. Its "
+        "CPU is that of all its processes (master, smtpd, cleanup, trivial-rewrite, qmgr, "
+        "smtp, postlogd, ...), including those that exited; the table's figure is the "
+        "window's, over the messages accepted in it. From the start of its load to its empty "
+        f"queue it used {fmt(row.per_msg(drains.cpu, drains.delivered), 2)} ms per message "
+        f"delivered ({drains.delivered:,} messages, warm-up included).",
+    ]
+
+
+def postfix_target(relay: Stats, row: Stats | None, absent: str) -> tuple[str, str, str]:
+    name = "full-chain throughput ahead of Postfix"
+    if row is None:
+        return name, f"postfix {absent}", "n/a"
+    ahead = ratio(relay.rate, row.rate)
+    return (name, f"{fmt(relay.rate, 0)} vs {fmt(row.rate, 0)} msg/s ({fmt(ahead, 2)} x)",
+            met(ahead, 1.0, at_least=True))
