@@ -149,6 +149,43 @@ MIGRATIONS: list[str | dict[str, str]] = [
         "sqlite": "",
         "postgresql": "ALTER TABLE messages ADD COLUMN seq BIGINT GENERATED ALWAYS AS IDENTITY",
     },
+    # 5: an alias carries its pair's seller and buyer (a pair never changes them), so the
+    # RCPT look-up is one probe by token instead of the token index, the aliases row and
+    # the pairs row. On SQLite the table is keyed by token itself (WITHOUT ROWID): the row
+    # sits in the token's B-tree, one descent finds everything; rebuilt in token order. On
+    # PostgreSQL the token's index leads to the one heap row, which gains the two columns.
+    # (LEFT JOIN: an alias without its pair, which the foreign key never let in, stops the
+    # migration at NOT NULL instead of vanishing.)
+    {
+        "sqlite": """
+        CREATE TABLE aliases_v5 (
+            token TEXT PRIMARY KEY,
+            pair_id INTEGER NOT NULL REFERENCES pairs(id),
+            role TEXT NOT NULL CHECK (role IN ('buyer', 'seller')),
+            generation INTEGER NOT NULL,
+            revoked_at TEXT,
+            created_at TEXT NOT NULL,
+            seller_id TEXT NOT NULL,
+            buyer_id TEXT NOT NULL
+        ) WITHOUT ROWID;
+        INSERT INTO aliases_v5 (token, pair_id, role, generation, revoked_at, created_at,
+                                seller_id, buyer_id)
+            SELECT a.token, a.pair_id, a.role, a.generation, a.revoked_at, a.created_at,
+                   p.seller_id, p.buyer_id
+            FROM aliases a LEFT JOIN pairs p ON p.id = a.pair_id ORDER BY a.token;
+        DROP TABLE aliases;
+        ALTER TABLE aliases_v5 RENAME TO aliases;
+        CREATE INDEX aliases_pair ON aliases(pair_id, role, generation);
+        """,
+        "postgresql": """
+        ALTER TABLE aliases ADD COLUMN seller_id TEXT;
+        ALTER TABLE aliases ADD COLUMN buyer_id TEXT;
+        UPDATE aliases SET seller_id = p.seller_id, buyer_id = p.buyer_id
+            FROM pairs p WHERE p.id = aliases.pair_id;
+        ALTER TABLE aliases ALTER COLUMN seller_id SET NOT NULL,
+            ALTER COLUMN buyer_id SET NOT NULL;
+        """,
+    },
 ]
 
 # every table with data, parents before children (the order of an export and an import)

@@ -297,6 +297,20 @@ class Store:
             newest.setdefault(row["role"], row)
         return newest
 
+    # An alias row carries its pair's seller and buyer (schema 5), copied from the pairs row
+    # (which never changes them) when the alias is written: the pair id twice as parameters.
+    # No pair, no parties: NOT NULL refuses the alias, as the foreign key on pair_id does.
+    _PARTIES_OF_PAIR = ("(SELECT seller_id FROM pairs WHERE id = ?),"
+                        " (SELECT buyer_id FROM pairs WHERE id = ?)")
+    # what an Alias is made of: the RCPT look-up reads it in one probe of the token's B-tree
+    _ALIAS_COLUMNS = "token, role, revoked_at, pair_id, seller_id, buyer_id"
+    _RESOLVE = f"SELECT {_ALIAS_COLUMNS} FROM aliases WHERE token = ?"
+
+    @staticmethod
+    def _alias(row: Any) -> Alias:
+        return Alias(row["token"], Pair(row["pair_id"], row["seller_id"], row["buyer_id"]),
+                     row["role"], row["revoked_at"] is not None)
+
     def aliases(self, pair: Pair) -> dict[str, str]:
         """The live token for each side of the pair: {"buyer": token, "seller": token}.
 
@@ -319,34 +333,30 @@ class Store:
                 generation = 0 if row is None else row["generation"] + 1
                 token = alias_token(self.secret, pair.id, role, generation)
                 self._run(
-                    "INSERT INTO aliases (token, pair_id, role, generation, created_at)"
-                    " VALUES (?, ?, ?, ?, ?) ON CONFLICT (token) DO NOTHING",
-                    token, pair.id, role, generation, now_iso())
+                    "INSERT INTO aliases (token, pair_id, role, generation, created_at,"
+                    f" seller_id, buyer_id) VALUES (?, ?, ?, ?, ?, {self._PARTIES_OF_PAIR})"
+                    " ON CONFLICT (token) DO NOTHING",
+                    token, pair.id, role, generation, now_iso(), pair.id, pair.id)
                 tokens[role] = token
         return tokens
 
     def resolve_alias(self, token: str) -> Alias | None:
-        row = self._one(
-            "SELECT a.token, a.role, a.revoked_at, p.id, p.seller_id, p.buyer_id"
-            " FROM aliases a JOIN pairs p ON p.id = a.pair_id WHERE a.token = ?", token)
-        if row is None:
-            return None
-        return Alias(row["token"], Pair(row["id"], row["seller_id"], row["buyer_id"]),
-                     row["role"], row["revoked_at"] is not None)
+        row = self._one(self._RESOLVE, token)
+        return None if row is None else self._alias(row)
 
     def alias_of_pair(self, pair_id: int, role: str) -> Alias | None:
         """The newest alias of one side of a pair, revoked or not."""
-        row = self._one("SELECT token FROM aliases WHERE pair_id = ? AND role = ?"
-                        " ORDER BY generation DESC LIMIT 1", pair_id, role)
-        return None if row is None else self.resolve_alias(row["token"])
+        row = self._one(f"SELECT {self._ALIAS_COLUMNS} FROM aliases WHERE pair_id = ?"
+                        " AND role = ? ORDER BY generation DESC LIMIT 1", pair_id, role)
+        return None if row is None else self._alias(row)
 
     def revoke_alias(self, token: str) -> Alias:
         row = self._returning(
             "UPDATE aliases SET revoked_at = COALESCE(revoked_at, ?) WHERE token = ?"
-            " RETURNING token", now_iso(), token)
+            f" RETURNING {self._ALIAS_COLUMNS}", now_iso(), token)
         if row is None:
             raise NotFound(f"no alias {token}")
-        return self.resolve_alias(token)
+        return self._alias(row)
 
     # -- orders ------------------------------------------------------------------------
 
@@ -562,6 +572,13 @@ class Store:
             raise ValueError(f"table {table} has no column {', '.join(bad)}")
         names = ", ".join(_quote(c) for c in columns)
         marks = ", ".join("?" for _ in columns)
+        if table == "aliases" and "seller_id" not in columns and "buyer_id" not in columns:
+            # an export from before schema 5: each alias gets its pair's parties from the
+            # pairs already loaded (they come first), as Store.aliases writes them
+            at = columns.index("pair_id")
+            names += ", seller_id, buyer_id"
+            marks += ", " + self._PARTIES_OF_PAIR
+            rows = [(*row, row[at], row[at]) for row in rows]
         sql = f"INSERT INTO {table} ({names}) VALUES ({marks})"
         if table == "meta":
             sql += " ON CONFLICT (key) DO UPDATE SET value = excluded.value"

@@ -2,7 +2,7 @@
 
 The export is every data table as stored (no decoding), read in one consistent snapshot:
 
-    {"format": "marketplace-relay-db", "version": 1, "schema_version": 4, ...}
+    {"format": "marketplace-relay-db", "version": 1, "schema_version": 5, ...}
     {"table": "meta", "columns": ["key", "value"]}
     ["secret", "..."]                                  one JSON array per row
     {"table": "sellers", "columns": [...]}
@@ -13,7 +13,9 @@ The import takes that file, or an SQLite database file directly, into an empty s
 ``relay init`` one is fine: its secret is replaced by the source's, which every alias
 token and VERP address was derived from), in one transaction, and checks three counts per
 table before it commits: the rows the source declares, the rows read, the rows now in the
-target. Any difference rolls everything back.
+target. Any difference rolls everything back. An export of an older schema imports too:
+columns added since are filled in by the store as it would have written them (schema 5's
+aliases get their pair's seller and buyer).
 """
 
 from __future__ import annotations

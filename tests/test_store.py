@@ -17,9 +17,11 @@ from pathlib import Path
 import pytest
 
 import aliasdb.store as store_module
-from aliasdb import transfer
+from aliasdb import migrations, transfer
 from aliasdb.migrations import LATEST, MIGRATIONS, TABLES
+from aliasdb.models import Pair
 from aliasdb.store import Conflict, NotFound, Store
+from aliasdb.tokens import alias_token
 
 TOKEN_RE = re.compile(r"[a-z2-7]{20}")
 
@@ -262,6 +264,111 @@ def test_pair_needs_known_parties(store):
     with pytest.raises(NotFound):
         store.pair("nobody", "b1")
     assert store.counts()["pairs"] == 0
+
+
+def test_an_alias_carries_the_parties_of_its_pair_row(store):
+    _people(store)
+    pair = store.pair("s1", "b1")
+    tokens = store.aliases(Pair(pair.id, "s2", "b2"))  # the caller's parties are not trusted
+    assert store.resolve_alias(tokens["buyer"]).pair == pair
+    assert store.alias_of_pair(pair.id, "seller") == store.resolve_alias(tokens["seller"])
+    with pytest.raises(sqlite3.IntegrityError):  # no pair, no alias (either engine)
+        store.aliases(Pair(pair.id + 1, "s1", "b2"))
+    assert store.counts()["aliases"] == 2
+
+
+def test_sqlite_resolves_an_alias_in_one_probe(tmp_path):
+    s = Store.open(tmp_path / "relay.db")
+    plan = [r["detail"] for r in s._all("EXPLAIN QUERY PLAN " + Store._RESOLVE, "x")]
+    assert plan == ["SEARCH aliases USING PRIMARY KEY (token=?)"]  # no join, no rowid step
+    ddl = s._one("SELECT sql FROM sqlite_master WHERE name = 'aliases'")["sql"]
+    assert ddl.rstrip().endswith("WITHOUT ROWID")
+    s.close()
+
+
+# -- schema 5: an old database migrated in place -------------------------------------------
+
+
+def _v4_store(target, monkeypatch) -> tuple[Store, dict[str, tuple]]:
+    """A store left at schema 4, with aliases written as schema 4 wrote them (one revoked).
+
+    Returns the store and, per token, what it must resolve to: (pair, role, revoked)."""
+    with monkeypatch.context() as patched:
+        patched.setattr(migrations, "LATEST", 4)
+        s = Store.open(target())
+    assert s.schema_version() == 4
+    s.ensure_secret()
+    _people(s)
+    pairs = [s.pair("s1", "b1"), s.pair("s2", "b1"), s.pair("s1", "b2")]
+    rows = [(pairs[0], "buyer", 0, "2024-01-01T00:00:00+00:00"), (pairs[0], "buyer", 1, None),
+            (pairs[0], "seller", 0, None), (pairs[1], "buyer", 0, None),
+            (pairs[1], "seller", 0, "2024-02-01T00:00:00+00:00"), (pairs[2], "seller", 0, None)]
+    expected = {}
+    for pair, role, generation, revoked_at in rows:
+        token = alias_token(s.secret, pair.id, role, generation)
+        s._run("INSERT INTO aliases (token, pair_id, role, generation, revoked_at, created_at)"
+               " VALUES (?, ?, ?, ?, ?, ?)", token, pair.id, role, generation, revoked_at,
+               "2023-12-01T00:00:00+00:00")
+        expected[token] = (pair, role, revoked_at is not None)
+    return s, expected
+
+
+def test_a_schema_4_database_keeps_its_aliases_through_migration(target, monkeypatch):
+    old, expected = _v4_store(target, monkeypatch)
+    before = {t: list(old.dump_table(t, old.table_columns(t))) for t in TABLES}
+    old.close()
+
+    s = Store.open(target())
+    try:
+        assert (s.migrated_from, s.schema_version()) == (4, LATEST)
+        for token, (pair, role, revoked) in expected.items():
+            found = s.resolve_alias(token)
+            assert (found.token, found.pair, found.role, found.revoked) == (
+                token, pair, role, revoked)
+        # every other row as it was; the aliases as they were, with their pair's parties
+        after = {t: list(s.dump_table(t, s.table_columns(t))) for t in TABLES}
+        assert {t: rows for t, rows in after.items() if t != "aliases"} == {
+            t: rows for t, rows in before.items() if t != "aliases"}
+        assert [row[:6] for row in after["aliases"]] == before["aliases"]
+        # the live tokens stay live; a revoked side is not reissued until asked for
+        pairs = sorted({pair for pair, _, _ in expected.values()}, key=lambda p: p.id)
+        first, second, third = (s.aliases(p) for p in pairs)
+        assert first["buyer"] == alias_token(s.secret, pairs[0].id, "buyer", 1)
+        assert s.alias_of_pair(pairs[0].id, "buyer").token == first["buyer"]
+        assert second["seller"] == alias_token(s.secret, pairs[1].id, "seller", 1)
+        assert third["buyer"] == alias_token(s.secret, pairs[2].id, "buyer", 0)
+        assert s.resolve_alias(third["buyer"]).pair == pairs[2]
+        assert s.revoke_alias(first["seller"]).revoked
+        assert s.counts()["aliases"] == len(expected) + 2
+    finally:
+        s.close()
+
+
+def test_an_export_from_schema_4_imports_with_the_parties_of_each_pair(tmp_path, opened):
+    dump = _exported(tmp_path)
+    lines = dump.read_text().splitlines()
+    header = json.loads(lines[0])
+    assert header["schema_version"] == LATEST
+    lines[0] = json.dumps({**header, "schema_version": 4})
+    start = lines.index(next(x for x in lines if x.startswith('{"table":"aliases"')))
+    columns = json.loads(lines[start])["columns"]
+    keep = [i for i, c in enumerate(columns) if c not in ("seller_id", "buyer_id")]
+    assert len(keep) == len(columns) - 2
+    lines[start] = json.dumps({"table": "aliases", "columns": [columns[i] for i in keep]})
+    end = start + 1
+    while lines[end].startswith("["):
+        row = json.loads(lines[end])
+        lines[end] = json.dumps([row[i] for i in keep])
+        end += 1
+    old_dump = tmp_path / "schema-4.jsonl"
+    old_dump.write_text("\n".join(lines) + "\n")
+
+    target = opened("moved")
+    assert all(c.ok for c in transfer.import_into(target, transfer.Source(old_dump)))
+    source = opened("from-new")
+    transfer.import_into(source, transfer.Source(dump))
+    assert list(target.dump_table("aliases", target.table_columns("aliases"))) == list(
+        source.dump_table("aliases", source.table_columns("aliases")))
 
 
 # -- orders ------------------------------------------------------------------------------

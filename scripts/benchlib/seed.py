@@ -94,10 +94,11 @@ def seed(db_path: Path, pairs: int, *, orders: bool = True) -> str:
              ((j + 1, f"s{seller_index(j, sellers)}", f"b{j}", ts) for j in range(pairs))),
             # in token order: the primary-key index then grows at its end instead of
             # at random places, which makes a million pairs about 3x faster to load
-            ("INSERT INTO aliases (token, pair_id, role, generation, created_at)"
-             " VALUES (?, ?, ?, 0, ?)",
-             ((token, pair_id, role, ts) for token, pair_id, role in
-              alias_rows(secret, pairs))),
+            # with the pair's seller and buyer, which every alias row carries (schema 5)
+            ("INSERT INTO aliases (token, pair_id, role, generation, created_at, seller_id,"
+             " buyer_id) VALUES (?, ?, ?, 0, ?, ?, ?)",
+             ((token, pair_id, role, ts, f"s{seller_index(pair_id - 1, sellers)}",
+               f"b{pair_id - 1}") for token, pair_id, role in alias_rows(secret, pairs))),
         ]
         if orders:
             inserts.append((
