@@ -17,7 +17,7 @@ import hashlib
 import os
 import re
 import time
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +28,7 @@ from cryptography.hazmat.primitives.asymmetric.utils import Prehashed
 from dkim.canonicalization import CanonicalizationPolicy
 
 from relay.config import Config, ConfigError
+from relay.dkim_body import relaxed_body_hash
 
 PrivateKey = rsa.RSAPrivateKey | ed25519.Ed25519PrivateKey
 
@@ -236,18 +237,34 @@ class Signer:
         verifiers that check only the topmost signature know RSA), each folded and ending
         in ``linesep`` (CRLF for SMTP). Raises SigningError for an unsignable message.
         """
-        try:
-            headers, body = dkim.rfc822_parse(message)
-        except (dkim.DKIMException, IndexError) as exc:  # IndexError: leading continuation
-            raise SigningError(f"cannot sign: {str(exc).splitlines()[0][:80]}") from None
+        headers, body = _parse(message)
+        return self._fields(headers, hashlib.sha256(_CANON.canonicalize_body(body)).digest(),
+                            timestamp, linesep)
+
+    def sign_parts(self, head: bytes, body: Iterable[bytes | memoryview], *,
+                   timestamp: int | None = None, linesep: bytes = b"\r\n") -> bytes:
+        """`sign` for a message in pieces (relay.rewrite.rewrite_parts): the header block
+        with its blank line, and the body's chunks, which are hashed without joining."""
+        headers, _ = _parse(head)
+        return self._fields(headers, relaxed_body_hash(body), timestamp, linesep)
+
+    def _fields(self, headers: list, body_digest: bytes, timestamp: int | None,
+                linesep: bytes) -> bytes:
         include = signed_header_names(headers)
-        bodyhash = base64.b64encode(hashlib.sha256(_CANON.canonicalize_body(body)).digest())
+        bodyhash = base64.b64encode(body_digest)
         cheaders = _CANON.canonicalize_headers(headers)
         stamp = str(int(time.time()) if timestamp is None else int(timestamp)).encode()
         domain = self.domain.encode("ascii")
         return b"".join(
             _signature_field(key, domain, stamp, include, cheaders, bodyhash, linesep)
             for key in self.keys)
+
+
+def _parse(message: bytes) -> tuple[list, bytes]:
+    try:
+        return dkim.rfc822_parse(message)
+    except (dkim.DKIMException, IndexError) as exc:  # IndexError: leading continuation
+        raise SigningError(f"cannot sign: {str(exc).splitlines()[0][:80]}") from None
 
 
 def signed_header_names(headers: Sequence[Sequence[bytes]]) -> list[bytes]:

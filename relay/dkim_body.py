@@ -1,0 +1,54 @@
+"""The DKIM body hash (relaxed, RFC 6376 3.4.4) over a message body in chunks.
+
+dkimpy canonicalizes the body as one bytes object; a forwarded message here is a list
+of chunks in which a big attachment's base64 is a view of the received bytes (see
+relay.parsing), and joining them would copy the message once more. The result is the
+same hash: chunks always split the body between lines (a chunk ends with CRLF or is the
+last), so each is canonicalized alone, and the empty lines at the end are counted across
+chunks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable
+
+_TRAILING_WSP = re.compile(rb"[\t ]+\r\n")
+_WSP = re.compile(rb"[\t ]+")
+_WSP_ANYWHERE = re.compile(rb"[\t ]")
+
+
+def _relaxed(chunk: bytes | memoryview) -> bytes | memoryview:
+    if isinstance(chunk, memoryview) and not _WSP_ANYWHERE.search(chunk):
+        return chunk  # base64 lines: nothing to change, and no copy
+    return _WSP.sub(b" ", _TRAILING_WSP.sub(b"\r\n", bytes(chunk)))
+
+
+def _empty_lines_at_end(chunk: bytes | memoryview) -> int:
+    n, end = 0, len(chunk)
+    while end >= 2 and chunk[end - 2:end] == b"\r\n":
+        n, end = n + 1, end - 2
+    return n
+
+
+def relaxed_body_hash(chunks: Iterable[bytes | memoryview]) -> bytes:
+    """SHA-256 of the relaxed canonical form of the chunks' concatenation."""
+    digest = hashlib.sha256()
+    held = 0  # CRLFs at the end so far: dropped if nothing but CRLFs follows them
+    wrote = False
+    for chunk in chunks:
+        canonical = _relaxed(chunk)
+        if not canonical:
+            continue
+        crlfs = _empty_lines_at_end(canonical)
+        if 2 * crlfs == len(canonical):
+            held += crlfs
+            continue
+        if held:
+            digest.update(b"\r\n" * held)
+        digest.update(memoryview(canonical)[:len(canonical) - 2 * crlfs])
+        held, wrote = crlfs, True
+    if wrote:
+        digest.update(b"\r\n")  # a non-empty body ends with exactly one CRLF
+    return digest.digest()
