@@ -13,12 +13,20 @@ import os
 import re
 import socket
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Protocol
 
 import aiosmtplib
 
 from relay.config import Config, HostPort
+from relay.delivery_stream import STREAM_FROM_BYTES, Chunk, send_streamed, size
+
+Message = bytes | Sequence[Chunk]  # one bytes object, or chunks that join into the message
+
+
+def chunks_of(data: Message) -> Sequence[Chunk]:
+    return [data] if isinstance(data, bytes | bytearray) else data
 
 
 class DeliveryError(Exception):
@@ -33,7 +41,7 @@ class DeliveryError(Exception):
 
 
 class Delivery(Protocol):
-    async def deliver(self, mail_from: str, rcpt: str, data: bytes) -> None: ...
+    async def deliver(self, mail_from: str, rcpt: str, data: Message) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -53,7 +61,7 @@ class MaildirDelivery:
         # The folder name comes from a validated address; flatten anything path-like anyway.
         return self.root / _UNSAFE.sub("_", rcpt.lower())
 
-    async def deliver(self, mail_from: str, rcpt: str, data: bytes) -> None:
+    async def deliver(self, mail_from: str, rcpt: str, data: Message) -> None:
         self._counter += 1
         name = f"{time.time_ns()}.P{os.getpid()}Q{self._counter}.{self._host}"
         try:
@@ -62,14 +70,15 @@ class MaildirDelivery:
             raise DeliveryError(451, "4.3.0", f"local delivery failed: {exc.strerror}") from exc
 
     @staticmethod
-    def _write(box: Path, name: str, data: bytes) -> None:
+    def _write(box: Path, name: str, data: Message) -> None:
         for sub in ("tmp", "new", "cur"):
             (box / sub).mkdir(parents=True, exist_ok=True)
         tmp = box / "tmp" / name
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         try:
             with os.fdopen(fd, "wb") as fh:
-                fh.write(data)
+                for chunk in chunks_of(data):
+                    fh.write(chunk)
                 fh.flush()
                 os.fsync(fh.fileno())
         except BaseException:
@@ -123,11 +132,15 @@ class SmtpDelivery:
                 client.close()
         return await self._connect()
 
-    async def deliver(self, mail_from: str, rcpt: str, data: bytes) -> None:
+    async def deliver(self, mail_from: str, rcpt: str, data: Message) -> None:
         client = None
+        chunks = chunks_of(data)
         try:
             client = await self._checkout()
-            await client.sendmail(mail_from, [rcpt], data)
+            if size(chunks) >= STREAM_FROM_BYTES:
+                await send_streamed(client, mail_from, rcpt, chunks)
+            else:
+                await client.sendmail(mail_from, [rcpt], b"".join(chunks))
         except aiosmtplib.SMTPRecipientsRefused as exc:
             self._release(client)
             raise _from_response(exc.recipients[0]) from exc

@@ -18,10 +18,10 @@ from email.message import Message
 from email.utils import format_datetime, formataddr, parsedate_to_datetime
 
 from relay.rewrite_addresses import AddressReplacer, sub_header_value
-from relay.rewrite_body import render_body
+from relay.rewrite_body import Chunk, render_body
 from relay.rewrite_mime import Headers, decode_words, encode_words, header_get, raw_text
 
-__all__ = ["RewritePlan", "rewrite"]
+__all__ = ["RewritePlan", "rewrite", "rewrite_parts"]
 
 
 @dataclass(frozen=True)
@@ -175,6 +175,13 @@ def rewrite(msg: Message, plan: RewritePlan) -> bytes:
     `msg` is parsed with policy compat32 and is not modified. Returns CRLF-terminated bytes.
     Malformed input never raises; an invalid `plan.extra_headers` name raises ValueError.
     """
+    head, body = rewrite_parts(msg, plan)
+    return b"".join([head, *body])
+
+
+def rewrite_parts(msg: Message, plan: RewritePlan) -> tuple[bytes, list[Chunk]]:
+    """`rewrite` in pieces: the header block with its blank line, and the body's chunks
+    (base64 runs of big attachments stay views of the received bytes, see relay.parsing)."""
     r = AddressReplacer(plan.replacements)
     mime_names = {h.lower() for h in _MIME_HEADERS}
     mime: Headers = [(k, sub_header_value(k, v, r)) for k, v in msg.raw_items()
@@ -201,4 +208,5 @@ def rewrite(msg: Message, plan: RewritePlan) -> bytes:
         if value is not None and _clean(value, keep_surrogates=True):
             out.append(_structured(name, value, keep_surrogates=True))
     out.extend(_extra(name, value) for name, value in plan.extra_headers)
-    return b"".join(out) + b"\r\n" + body
+    out.append(b"\r\n")
+    return b"".join(out), body

@@ -18,8 +18,8 @@ import re
 from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
-from email.utils import collapse_rfc2231_value
 
+from relay.parsing import Part
 from relay.rewrite_addresses import AddressReplacer, sub_header_value
 from relay.rewrite_mime import (
     _IDENTITY_CTES,
@@ -34,12 +34,14 @@ from relay.rewrite_mime import (
     decode_words,
     encode_words,
     header_get,
+    leaf_kind,
     raw_text,
     to_bytes,
 )
 
 __all__ = [
     "AddressReplacer",
+    "Chunk",
     "Headers",
     "crlf",
     "decode_words",
@@ -52,7 +54,8 @@ __all__ = [
     "to_bytes",
 ]
 
-_Item = bytes | tuple[Message, bool]  # output bytes, or a part still to render
+Chunk = bytes | memoryview  # a memoryview is a base64 run of the received message
+_Item = Chunk | tuple[Message, bool]  # output, or a part still to render
 _NO_REPLACEMENT = AddressReplacer({})
 
 
@@ -76,45 +79,8 @@ def _header_block(headers: Headers) -> bytes:
 
 # -- leaves ----------------------------------------------------------------------------
 
-# Line-folded formats: an address can be split by a fold (RFC 5545 3.1, RFC 6350 3.2).
-_FOLDED_TYPES = frozenset({"text/calendar", "text/x-vcalendar", "text/vcard", "text/x-vcard",
-                           "text/directory", "application/ics"})
-_TEXTUAL_APP = frozenset({"application/json", "application/xml", "application/xhtml+xml",
-                          "application/javascript", "application/x-javascript",
-                          "application/ecmascript", "application/rtf", "application/x-vcard"})
-_TEXT_EXTS = (".txt", ".csv", ".tsv", ".htm", ".html", ".xml", ".json", ".md", ".log",
-              ".eml", ".rtf")
-_FOLDED_EXTS = (".ics", ".vcs", ".vcf")
 _ICAL_UNFOLD = re.compile(r"\r?\n[ \t]")
 _LINE_SPLIT = re.compile(r"(\r\n|\n|\r)")
-
-
-def _filename(part: Message) -> str:
-    try:
-        name = part.get_filename() or part.get_param("name") or ""
-    except Exception:
-        return ""
-    if isinstance(name, tuple):
-        name = collapse_rfc2231_value(name)
-    return decode_words(name).strip().lower()
-
-
-def _leaf_kind(part: Message, ctype: str) -> str:
-    """'folded', 'text', 'container' (a multipart or message we could not split) or 'opaque'."""
-    if ctype in _FOLDED_TYPES:
-        return "folded"
-    maintype, _, subtype = ctype.partition("/")
-    if maintype == "text" or ctype in _TEXTUAL_APP or subtype.endswith(("+xml", "+json")):
-        return "text"
-    if maintype in ("multipart", "message"):
-        return "container"
-    if ctype == "application/octet-stream":
-        name = _filename(part)
-        if name.endswith(_FOLDED_EXTS):
-            return "folded"
-        if name.endswith(_TEXT_EXTS):
-            return "text"
-    return "opaque"
 
 
 def _ical_fold(text: str) -> str:
@@ -163,12 +129,21 @@ def _rewrite_text(data: bytes, charset: str | None, folded: bool,
 
 
 def _render_leaf(part: Message, headers: Headers, r: AddressReplacer,
-                 ctype: str) -> tuple[Headers, bytes]:
+                 ctype: str) -> tuple[Headers, list[Chunk]]:
+    if isinstance(part, Part) and part.runs:  # a base64 file: its runs pass as received
+        return headers, [s if isinstance(s, memoryview) else crlf(to_bytes(s))
+                         for s in part.segments()]
+    headers, body = _render_text_leaf(part, headers, r, ctype)
+    return headers, [body]
+
+
+def _render_text_leaf(part: Message, headers: Headers, r: AddressReplacer,
+                      ctype: str) -> tuple[Headers, bytes]:
     # Not get_payload(): compat32 decodes 8-bit bytes with 'replace' there, losing them.
     payload = part._payload
     raw = to_bytes(payload if isinstance(payload, str) else "")
     cte = _cte(headers)
-    kind = _leaf_kind(part, ctype)
+    kind = leaf_kind(part, ctype)
     if kind == "opaque":
         # Attachments pass unchanged, but an unencoded one is still searched as bytes: some
         # readers show it as text (a reused boundary, say). 8bit/binary stay un-normalized.
@@ -272,18 +247,27 @@ def _body_items(part: Message, headers: Headers,
         if cte in ("base64", "quoted-printable"):
             return headers, [_render_encoded_message(payload, cte, r)]
         return headers, [(m, True) for m in payload]
-    headers, body = _render_leaf(part, headers, r, ctype)
-    return headers, [body]
+    return _render_leaf(part, headers, r, ctype)
 
 
-def _drain(items: list[_Item], r: AddressReplacer) -> bytes:
-    """Serialize with an explicit stack: the parser accepts nesting deeper than recursion."""
+def _drain(items: list[_Item], r: AddressReplacer) -> list[Chunk]:
+    """Serialize with an explicit stack: the parser accepts nesting deeper than recursion.
+
+    Bytes are gathered into one chunk; a base64 run stays a chunk of its own (a view).
+    """
+    chunks: list[Chunk] = []
     out = bytearray()
     stack = items[::-1]
     while stack:
         item = stack.pop()
         if isinstance(item, bytes):
             out += item
+            continue
+        if isinstance(item, memoryview):
+            if out:
+                chunks.append(bytes(out))
+                out = bytearray()
+            chunks.append(item)
             continue
         node, attached = item
         raw = node.raw_items()
@@ -292,14 +276,18 @@ def _drain(items: list[_Item], r: AddressReplacer) -> bytes:
         headers, body = _body_items(node, [(k, sub_header_value(k, v, r)) for k, v in raw], r)
         stack.extend(reversed(body))
         stack.append(_header_block(headers) + b"\r\n")
-    return bytes(out)
+    if out or not chunks:
+        chunks.append(bytes(out))
+    return chunks
 
 
-def render_body(part: Message, headers: Headers, r: AddressReplacer) -> tuple[Headers, bytes]:
+def render_body(part: Message, headers: Headers,
+                r: AddressReplacer) -> tuple[Headers, list[Chunk]]:
     """The body of `part` with every real address replaced, and its (updated) headers.
 
     `headers` are the part's headers as the caller will write them; a leaf whose encoding
     or charset had to change comes back with Content-Transfer-Encoding/Content-Type updated.
+    The body comes in chunks: joined, they are the body's bytes.
     """
     headers, items = _body_items(part, headers, r)
     return headers, _drain(items, r)
@@ -307,4 +295,4 @@ def render_body(part: Message, headers: Headers, r: AddressReplacer) -> tuple[He
 
 def render_part(part: Message, r: AddressReplacer, attached: bool = False) -> bytes:
     """A whole body part (or an attached message when `attached`): headers, blank line, body."""
-    return _drain([(part, attached)], r)
+    return b"".join(_drain([(part, attached)], r))

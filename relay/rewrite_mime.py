@@ -15,6 +15,7 @@ import codecs
 import re
 from collections.abc import Iterable
 from email.message import Message
+from email.utils import collapse_rfc2231_value
 
 Headers = list[tuple[str, str]]
 
@@ -193,3 +194,44 @@ def _encode_cte(data: bytes, cte: str) -> tuple[bytes, str | None]:
         # A longer alias pushed a line over the SMTP limit.
         return binascii.b2a_qp(data, istext=True), "quoted-printable"
     return data, None
+
+
+# -- what kind of leaf -----------------------------------------------------------------
+
+# Line-folded formats: an address can be split by a fold (RFC 5545 3.1, RFC 6350 3.2).
+_FOLDED_TYPES = frozenset({"text/calendar", "text/x-vcalendar", "text/vcard", "text/x-vcard",
+                           "text/directory", "application/ics"})
+_TEXTUAL_APP = frozenset({"application/json", "application/xml", "application/xhtml+xml",
+                          "application/javascript", "application/x-javascript",
+                          "application/ecmascript", "application/rtf", "application/x-vcard"})
+_TEXT_EXTS = (".txt", ".csv", ".tsv", ".htm", ".html", ".xml", ".json", ".md", ".log",
+              ".eml", ".rtf")
+_FOLDED_EXTS = (".ics", ".vcs", ".vcf")
+
+
+def _filename(part: Message) -> str:
+    try:
+        name = part.get_filename() or part.get_param("name") or ""
+    except Exception:
+        return ""
+    if isinstance(name, tuple):
+        name = collapse_rfc2231_value(name)
+    return decode_words(name).strip().lower()
+
+
+def leaf_kind(part: Message, ctype: str) -> str:
+    """'folded', 'text', 'container' (a multipart or message we could not split) or 'opaque'."""
+    if ctype in _FOLDED_TYPES:
+        return "folded"
+    maintype, _, subtype = ctype.partition("/")
+    if maintype == "text" or ctype in _TEXTUAL_APP or subtype.endswith(("+xml", "+json")):
+        return "text"
+    if maintype in ("multipart", "message"):
+        return "container"
+    if ctype == "application/octet-stream":
+        name = _filename(part)
+        if name.endswith(_FOLDED_EXTS):
+            return "folded"
+        if name.endswith(_TEXT_EXTS):
+            return "text"
+    return "opaque"

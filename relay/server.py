@@ -23,7 +23,7 @@ import secrets
 import signal
 import socket
 
-from aiosmtpd.smtp import SMTP
+from aiosmtpd.smtp import MISSING, SMTP
 
 from aliasdb import Store
 from relay import wire
@@ -40,6 +40,7 @@ from relay.limits import (
     client_key,
 )
 from relay.logs import get_logger
+from relay.smtp_data import read_data
 
 TOO_BIG = "552 5.3.4 message exceeds the size limit of this server"
 # aiosmtpd's own wording for what the relay answers with enhanced status codes
@@ -51,6 +52,7 @@ _REPLIES = {
         "(RFC 5321 4.5.3.1.6)",
     "500 Command line too long": "500 5.5.2 command line too long",
 }
+READ_SIZE = 64 * 1024
 _COMMAND = object()  # the default of the wrapped readuntil: called without an argument
 _SIZE_PARAM = re.compile(r"(?:^|\s)SIZE=(\d+)(?=\s|$)", re.IGNORECASE)
 
@@ -82,6 +84,10 @@ class RelaySMTP(SMTP):
         if not first:  # the STARTTLS re-entry
             return
         self._connections.add(self)
+        # asyncio reads up to 256 KB a time; a big message then sits in memory once
+        # more in the reader's buffer. 64 KB reads cost a few more system calls only.
+        if hasattr(transport, "max_size"):
+            transport.max_size = READ_SIZE
         self._client = client_key(self.session.peer)
         refusal = self._limits.open(self._client)
         self._admitted = refusal is None
@@ -191,6 +197,28 @@ class RelaySMTP(SMTP):
         await super().smtp_MAIL(arg)
 
     # -- DATA and the session timer ---------------------------------------------------
+
+    async def smtp_DATA(self, arg: str) -> None:
+        # aiosmtpd's, reading into one buffer (relay.smtp_data); the handler has handle_DATA.
+        if await self.check_helo_needed() or await self.check_auth_needed("DATA"):
+            return
+        if not self.envelope.rcpt_tos:
+            await self.push("503 Error: need RCPT command")
+            return
+        if arg:
+            await self.push("501 Syntax: DATA")
+            return
+        await self.push("354 End data with <CR><LF>.<CR><LF>")
+        data, problem = await read_data(self._reader, self.data_size_limit,
+                                        self.line_length_limit)
+        if problem is not None:
+            await self.push(problem)
+            self._set_post_data_state()
+            return
+        self.envelope.content = self.envelope.original_content = data
+        status = await self._call_handler_hook("DATA")
+        self._set_post_data_state()
+        await self.push("250 OK" if status is MISSING else status)
 
     def _reset_timeout(self, duration: float | None = None) -> None:
         if not self._handling:

@@ -71,12 +71,17 @@ def test_smtp_delivery_reuses_connections(loop_thread, sink):
     assert len(sink.messages) == 3
 
 
-def test_smtp_delivery_passes_refusals_back_in_class(loop_thread, sink):
+# a big message in chunks goes out streamed (relay.delivery_stream), not through sendmail
+STREAMED = [b"Subject: big\r\n\r\n", memoryview(b"QUFB\r\n" * 60_000)]
+
+
+@pytest.mark.parametrize("message", [MESSAGE, STREAMED], ids=["sendmail", "streamed"])
+def test_smtp_delivery_passes_refusals_back_in_class(loop_thread, sink, message):
     delivery = SmtpDelivery(HostPort("127.0.0.1", sink.port), "relay.example", timeout=5)
 
     async def attempt():
         try:
-            await delivery.deliver("a@relay.example", "jane@mail.example", MESSAGE)
+            await delivery.deliver("a@relay.example", "jane@mail.example", message)
         except DeliveryError as exc:
             return exc
         finally:

@@ -35,6 +35,7 @@ from aliasdb import Store
 from relay import config as relay_config
 from relay import wire
 from relay.app import build_pipeline
+from relay.delivery import chunks_of
 from relay.parsing import parse
 from relay.rewrite import RewritePlan, rewrite
 from tests.conftest import BUYER_ADDR, ORDER, SELLER_ADDR, SELLER_INBOX, seed
@@ -227,8 +228,8 @@ class Capture:
     def __init__(self) -> None:
         self.sent: list[bytes] = []
 
-    async def deliver(self, mail_from: str, rcpt: str, data: bytes) -> None:
-        self.sent.append(data)
+    async def deliver(self, mail_from: str, rcpt: str, data) -> None:
+        self.sent.append(b"".join(chunks_of(data)))
 
     async def close(self) -> None:
         return None

@@ -1,0 +1,63 @@
+"""A big message's DATA, written to the next hop chunk by chunk.
+
+aiosmtplib's `sendmail` takes one bytes object and copies it twice on the way (line
+endings normalized, dots stuffed), plus once more to count it for SIZE=: for a 1 MB
+attachment that is three more copies of the message in memory. (No SIZE= here: the
+relay's own limit already bounds what it sends.) Forwarded messages
+come as chunks (relay.rewrite.rewrite_parts), and the base64 runs among them hold
+no CR or LF alone and no line that starts with a dot, so they can go to the socket as
+they are; the transport's flow control keeps what waits in memory to about 64 KB.
+Small messages still go through `sendmail`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+import aiosmtplib
+
+Chunk = bytes | memoryview
+STREAM_FROM_BYTES = 256 * 1024  # below this, joining costs less than it saves
+_PIECE = 64 * 1024
+_DOT_AFTER_LF = re.compile(rb"\n\.")
+
+
+def size(chunks: Sequence[Chunk]) -> int:
+    return sum(len(c) for c in chunks)
+
+
+def _stuffed(piece: Chunk, line_start: bool) -> Chunk:
+    """The piece with a dot doubled at the start of each line (RFC 5321 4.5.2)."""
+    first = line_start and piece[:1] == b"."
+    if not first and not _DOT_AFTER_LF.search(piece):
+        return piece
+    data = _DOT_AFTER_LF.sub(b"\n..", bytes(piece))
+    return b"." + data if first else data
+
+
+async def send_streamed(client: aiosmtplib.SMTP, mail_from: str, rcpt: str,
+                        chunks: Sequence[Chunk]) -> None:
+    """MAIL, RCPT and DATA on a connected client; raises like `sendmail` does."""
+    try:
+        await client.mail(mail_from)
+        await client.rcpt(rcpt)
+        response = await client.execute_command(b"DATA")
+        if response.code != 354:
+            raise aiosmtplib.SMTPDataError(response.code, response.message)
+    except aiosmtplib.SMTPResponseException:
+        await client.rset()  # as sendmail does: the connection can be used again
+        raise
+    protocol = client.protocol
+    line_start = True
+    for chunk in chunks:
+        view = memoryview(chunk)
+        for at in range(0, len(view), _PIECE):
+            piece = view[at:at + _PIECE]
+            protocol.write(_stuffed(piece, line_start))
+            line_start = piece[-1:] == b"\n"
+            await protocol._drain_helper()  # waits while the socket's buffer is full
+    protocol.write(b".\r\n" if line_start else b"\r\n.\r\n")
+    response = await protocol.read_response(timeout=client.timeout)
+    if response.code != 250:
+        raise aiosmtplib.SMTPDataError(response.code, response.message)
