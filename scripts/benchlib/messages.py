@@ -17,6 +17,7 @@ from email.utils import formatdate
 
 KB = 1024
 SIZES = {"1KB": 1 * KB, "4KB": 4 * KB, "100KB": 100 * KB, "1MB": 1024 * KB}
+HEAP_SIZES = {"1MB": 1024 * KB, "4MB": 4096 * KB}  # two sizes: what grows with the message
 
 _PARAGRAPHS = [
     "Thank you for your order. Your walnut serving board has been finished, oiled and "
