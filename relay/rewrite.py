@@ -51,6 +51,7 @@ _FOLD = re.compile(r"(?:\r\n|\r|\n)(?=[ \t])")
 _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
 _FIELD_NAME = re.compile(r"[!-9;-~]+")   # RFC 5322 ftext
+_SINGLE_SPACE = re.compile(r"(?<=[^ ]) (?=[^ ])")
 
 
 def _clean(value: str, keep_surrogates: bool = False) -> str:
@@ -68,6 +69,8 @@ def _pieces(value: str) -> list[str]:
 
     (compat32 does not unfold parameters, so a fold inside a quoted boundary would break it.)
     """
+    if '"' not in value:  # no quoted string: every single space between words will do
+        return _SINGLE_SPACE.split(value)
     pieces, start, quoted, escaped = [], 0, False, False
     for i, ch in enumerate(value):
         if escaped:

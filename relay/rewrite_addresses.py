@@ -172,6 +172,10 @@ class AddressReplacer:
 # -- header values ---------------------------------------------------------------------
 
 _PARAM_HEADERS = ("content-type", "content-disposition")
+# Decoding parameters (quotes, RFC 2231 pieces and %XX, encoded words) can only bring out
+# an "@", "&#", "&commat;" or "%" that was already there as such, or "&" and the rest in
+# pieces, or behind "=?". Without any of these the parameters hold no address.
+_PARAM_MAY_HIDE = re.compile(r"[@&%]|=\?")
 
 
 def _format_param(key: str, value: str) -> str:
@@ -186,7 +190,7 @@ def _sub_params(value: str, r: AddressReplacer) -> str:
     An address split over `filename*0*=` / `filename*1*=` is invisible to a plain search,
     so look at the decoded parameters and rebuild the header only when one matches.
     """
-    if ";" not in value:
+    if ";" not in value or not _PARAM_MAY_HIDE.search(value):
         return value
     try:
         params = _params_message("Content-Type", value).get_params()
