@@ -117,13 +117,15 @@ class Facts:
         threads = self.store.thread_entries(pair, answered)
         orders = self.store.orders_of_pair(pair)
         window = ctx.now - timedelta(days=self.settings.strike_window_days)
-        return replace(
+        ctx = replace(
             ctx,
             orders=orders,
             recent_strikes=self.store.count_strikes(pair.seller_id, window),
             review_requests=self.store.review_requested(o.id for o in orders),
-            recent_auto_replies=self.store.count_auto_replies(
-                pair.id, ctx.direction, ctx.now - timedelta(days=1)),
             is_reply=any(t["direction"] == BUYER_TO_SELLER and t["relay_msgid"] in
                          answered for t in threads),
-        ), threads
+        )
+        if ctx.auto_reply:  # only an auto-reply is limited by how many came today
+            ctx = replace(ctx, recent_auto_replies=self.store.count_auto_replies(
+                pair.id, ctx.direction, ctx.now - timedelta(days=1)))
+        return ctx, threads
