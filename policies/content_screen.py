@@ -4,9 +4,11 @@ Python's backtracking engine scans a message once per pattern, and the rules hav
 hundred big alternations: that was most of a message's CPU. RE2 (Google's linear-time
 engine) matches them all in a single pass over the text. Its answer is only a screen:
 each pattern is *widened* for RE2, never narrowed (word boundaries, anchors and lookarounds
-are dropped; \\w, \\d and \\s take their Unicode meaning; negated classes match anything),
+are dropped; \\w, \\d and \\s take their Unicode meaning; a negated set holding \\w or \\d
+matches anything),
 so a pattern the screen rules out cannot match in Python either, and the exact match, with
-its `unless` context, is still Python's. Patterns RE2 cannot take are always run.
+its `unless` context, is still Python's. Patterns RE2 cannot take are always run, and so is
+every pattern on a text RE2 would read differently (see :data:`_CASE_MISMATCH`).
 """
 
 from __future__ import annotations
@@ -30,6 +32,16 @@ _INSIDE = {"w": _WORD, "d": r"\p{Nd}", "s": _SPACE}
 _OUTSIDE = {"w": f"[{_WORD}]", "d": r"\p{Nd}", "s": f"[{_SPACE}]",
             "W": r"[\s\S]", "D": r"[\s\S]", "S": r"[\s\S]"}
 _DROP = {"b", "B", "A", "Z"}  # assertions: dropping them only widens
+# RE2's \w and \d follow a newer Unicode than Python's `re`: more characters, which widens a
+# set but would narrow a negated one.
+_WIDER_IN_RE2 = {"w", "d"}
+_ANYTHING = r"[\s\S]"
+# Python's `re` lets "i" match these two (and "I" too) when ignoring case, RE2 does not: on
+# a text that holds one the screen steps aside, and a pattern that holds one always runs.
+# They are the only letters the two engines case-fold differently (the tests check).
+_CASE_MISMATCH = ("\u0130", "\u0131")  # İ, ı
+# {m}, {m,n}, {m,} or {,n}: a repetition in Python; RE2 does not read "{,n}" as one
+_REPEAT = re.compile(r"\{(\d*)(?:(,)(\d*))?\}")
 
 
 class Untranslatable(ValueError):
@@ -38,19 +50,17 @@ class Untranslatable(ValueError):
 
 def widen(pattern: str) -> str:
     """The pattern for RE2, matching at least everything the Python pattern matches."""
+    if any(ch in pattern for ch in _CASE_MISMATCH):
+        raise Untranslatable("a letter the two engines case-fold differently")
     out: list[str] = []
-    i, n, in_class = 0, len(pattern), False
+    i, n = 0, len(pattern)
     while i < n:
         ch = pattern[i]
         if ch == "\\":
             if i + 1 >= n:
                 raise Untranslatable("trailing backslash")
             nxt = pattern[i + 1]
-            if in_class:
-                if nxt in "WDS":
-                    raise Untranslatable("negated class inside a set")
-                out.append(_INSIDE.get(nxt, "\\" + nxt))
-            elif nxt in _DROP:
+            if nxt in _DROP:
                 pass
             elif nxt.isdigit() and nxt != "0":
                 raise Untranslatable("back-reference")
@@ -58,23 +68,18 @@ def widen(pattern: str) -> str:
                 out.append(_OUTSIDE.get(nxt, "\\" + nxt))
             i += 2
             continue
-        if in_class:
-            if ch == "]":
-                in_class = False
-            out.append(ch)
-            i += 1
-            continue
         if ch == "[":
-            in_class = True
-            out.append(ch)
-            i += 1
-            if i < n and pattern[i] == "^":
-                out.append("^")
-                i += 1
-            if i < n and pattern[i] == "]":  # a literal ] first in the set
-                out.append("\\]")
-                i += 1
+            end = _set_end(pattern, i)
+            out.append(_widen_set(pattern[i:end]))
+            i = end
             continue
+        if ch == "{":
+            repeat = _REPEAT.match(pattern, i)
+            if repeat and repeat.group(0) != "{}":
+                low, comma, high = repeat.groups()
+                out.append("{" + (low or "0") + (comma or "") + (high or "") + "}")
+                i = repeat.end()
+                continue
         if pattern.startswith(("(?=", "(?!", "(?<=", "(?<!"), i):
             i = _group_end(pattern, i)
             continue
@@ -86,23 +91,60 @@ def widen(pattern: str) -> str:
     return "".join(out)
 
 
+def _widen_set(text: str) -> str:
+    """A character set ("[...]", brackets included) for RE2."""
+    negated = text.startswith("[^")
+    out = ["[^" if negated else "["]
+    i = 2 if negated else 1
+    if text[i] == "]":  # a literal ] first in the set
+        out.append("\\]")
+        i += 1
+    while i < len(text) - 1:
+        ch = text[i]
+        if ch != "\\":
+            out.append(ch)
+            i += 1
+            continue
+        nxt = text[i + 1]
+        if nxt in "WDS":
+            raise Untranslatable("negated class inside a set")
+        if negated and nxt in _WIDER_IN_RE2:
+            return _ANYTHING
+        out.append(_INSIDE.get(nxt, "\\" + nxt))
+        i += 2
+    out.append("]")
+    return "".join(out)
+
+
+def _set_end(pattern: str, start: int) -> int:
+    """The index just past the character set that opens at ``start``."""
+    i = start + 1
+    if pattern[i:i + 1] == "^":
+        i += 1
+    if pattern[i:i + 1] == "]":
+        i += 1
+    while i < len(pattern):
+        if pattern[i] == "\\":
+            i += 2
+            continue
+        if pattern[i] == "]":
+            return i + 1
+        i += 1
+    raise Untranslatable("unterminated set")
+
+
 def _group_end(pattern: str, start: int) -> int:
     """The index just past the group that opens at ``start``."""
-    depth, i, in_class = 0, start, False
+    depth, i = 0, start
     while i < len(pattern):
         ch = pattern[i]
         if ch == "\\":
             i += 2
             continue
-        if in_class:
-            in_class = ch != "]"
-        elif ch == "[":
-            in_class = True
-            if pattern[i + 1:i + 2] == "^":
-                i += 1
-            if pattern[i + 1:i + 2] == "]":
-                i += 1
-        elif ch == "(":
+        if ch == "[":
+            i = _set_end(pattern, i)
+            continue
+        if ch == "(":
             depth += 1
         elif ch == ")":
             depth -= 1
@@ -147,7 +189,10 @@ class Screen:
 
     def candidates(self, text: str) -> frozenset[re.Pattern[str]]:
         """The patterns that may match ``text``: the others certainly do not."""
-        if self._set is None:
-            return self._always
-        hits = self._set.Match(text) or ()
+        if self._set is None or any(ch in text for ch in _CASE_MISMATCH):
+            return frozenset(self.patterns)
+        try:
+            hits = self._set.Match(text) or ()
+        except UnicodeEncodeError:  # a lone surrogate: RE2 reads only UTF-8
+            return frozenset(self.patterns)
         return self._always.union(self._screened[i] for i in hits)

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import re
+import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from policies.content import evaluate
 from policies.content_quoting import prepare
 from policies.content_rules import load_rules
-from policies.content_screen import Untranslatable, widen
+from policies.content_screen import _CASE_MISMATCH, Screen, Untranslatable, widen
 from policies.text import decoded_subject, visible_text
 from relay.parsing import parse
 
@@ -35,12 +38,17 @@ def assert_superset(text: str) -> None:
     (r"^x$", "x"),
     (r"[^\]]x", r"[^\]]x"),
     (r"\W", r"[\s\S]"),
+    (r"[^\s<>]+", r"[^\s\p{Z}\x{85}\x{0b}\x{1c}-\x{1f}<>]+"),
+    (r"[^.?!\d]{0,25}", r"[\s\S]{0,25}"),  # RE2 knows more digits: a narrower negated set
+    (r"a{,3}b{2}c{2,}d*?e??", "a{0,3}b{2}c{2,}d*?e??"),
+    (r"(?P<x>a)(?-i:B)", "(?P<x>a)(?-i:B)"),
+    (r"[(?=x)]y", "[(?=x)]y"),
 ])
 def test_widen(pattern, widened):
     assert widen(pattern) == widened
 
 
-@pytest.mark.parametrize("pattern", [r"(a)\1", r"[\W]", "\\"])
+@pytest.mark.parametrize("pattern", [r"(a)\1", r"[\W]", "\\", "[a", "(?=a", "\u0130"])
 def test_untranslatable_patterns_are_left_to_python(pattern):
     with pytest.raises(Untranslatable):
         widen(pattern)
@@ -48,6 +56,44 @@ def test_untranslatable_patterns_are_left_to_python(pattern):
 
 def test_every_rule_pattern_is_screened():
     assert RULES.screen is not None and RULES.screen._set is not None
+
+
+def test_a_dotted_capital_i_hides_no_rule():
+    # Python's re reads "İnstagram" as "instagram" when ignoring case; RE2 does not
+    result = evaluate(RULES, "", "Follow us on İnstagram", is_reply=False)
+    assert result.matches["off_platform.social_media"] == "İnstagram"
+
+
+@pytest.mark.parametrize("text", ["İnstagram", "ınstagram", "café \udce9 instagram"])
+def test_texts_re2_reads_differently_skip_the_screen(text):
+    pattern = re.compile("instagram", re.IGNORECASE)
+    assert pattern in Screen([pattern]).candidates(text)
+
+
+# Every code point (but surrogates), and the cased ones: those with another case or fold.
+ALL = "".join(map(chr, (*range(0xD800), *range(0xE000, sys.maxunicode + 1))))
+CASED = "".join(c for c in ALL if c.lower() != c or c.upper() != c or c.casefold() != c)
+
+
+def test_case_folding_differs_only_on_the_letters_the_screen_steps_aside_for():
+    re2 = pytest.importorskip("re2")
+    differ = set()
+    for ch in CASED:
+        if ch not in _CASE_MISMATCH:  # a pattern holding one is never screened
+            literal = "(?i)" + re.escape(ch)
+            differ |= set(re.findall(literal, CASED)) ^ set(re2.findall(widen(literal), CASED))
+    assert differ <= set(_CASE_MISMATCH)
+
+
+@pytest.mark.parametrize("pattern", [r"\w", r"\d", r"\s", r"[\w.+-]", r"(?i)[a-z0-9_+-]",
+                                     r"[^\s<>]", r"(?i)[^a-z]", r"[^.?!\d]", r"(?i)[^.?!]", "."])
+def test_widened_classes_match_every_character_python_does(pattern):
+    re2 = pytest.importorskip("re2")
+    flags = "(?i)" if pattern.startswith("(?i)") else ""
+    runs = f"(?:{pattern.removeprefix(flags)})+"  # runs: a call per character takes minutes
+    text = ALL.translate(dict.fromkeys(map(ord, _CASE_MISMATCH)))
+    unmatched = re2.sub(flags + widen(runs), "", text)
+    assert re.search(pattern, unmatched) is None
 
 
 @pytest.mark.skipif(not CORPUS.is_dir(), reason="corpus not found beside the repository")
@@ -59,8 +105,7 @@ def test_screen_never_hides_a_match_in_the_corpus():
 
 
 # words the rules are made of, so random texts hit many patterns
-WORDS = sorted({w for p in PATTERNS for w in __import__("re").findall(r"[a-zäöüéèñç']{3,}",
-                                                                        p.pattern)})
+WORDS = sorted({w for p in PATTERNS for w in re.findall(r"[a-zäöüéèñç']{3,}", p.pattern)})
 
 
 @settings(max_examples=300, deadline=None)
