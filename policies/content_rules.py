@@ -19,7 +19,7 @@ from typing import Any
 import phonenumbers
 
 from policies.content_off_platform import _bare_domain_pattern, _spelled_email_pattern
-from policies.content_screen import Screen
+from policies.content_screen import Candidates, Screen, pattern_ids
 from policies.content_validation import (
     _FLAGS,
     _check_keys,
@@ -57,13 +57,18 @@ class Rule:
     patterns: tuple[re.Pattern[str], ...]
     unless: tuple[re.Pattern[str], ...] = ()
     window: int = 120
+    _ids: frozenset[int] = field(init=False, repr=False, compare=False)
 
-    def first_match(self, text: str,
-                    maybe: frozenset[re.Pattern[str]] | None = None) -> str | None:
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_ids", pattern_ids(self.patterns))
+
+    def first_match(self, text: str, maybe: Candidates | None = None) -> str | None:
         """The first match not neutralized by an ``unless`` pattern nearby, or None.
 
         ``maybe``, from the RE2 screen, holds the patterns that can match at all.
         """
+        if maybe is not None and not maybe.any_of(self._ids):
+            return None  # most rules, most messages: no pattern call at all
         for pattern in self.patterns:
             if maybe is not None and pattern not in maybe:
                 continue
@@ -122,7 +127,7 @@ class ContentRules:
     _webmail: re.Pattern[str] = field(repr=False, default=re.compile("(?!)"))
     screen: Screen | None = field(repr=False, default=None)
 
-    def candidates(self, text: str) -> frozenset[re.Pattern[str]] | None:
+    def candidates(self, text: str) -> Candidates | None:
         """The rule patterns that may match ``text`` (None: no screen, try them all)."""
         return None if self.screen is None else self.screen.candidates(text)
 
