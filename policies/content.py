@@ -82,12 +82,14 @@ def evaluate(rules: ContentRules, subject: str, text: str, *,
             matches[rule.id] = hit
             scores[rule.group] += rule.weight
     for detector, hit in _detect_off_platform(rules, prepared, tuple(reply_to),
-                                              frozenset(senders), alias_domain).items():
+                                              frozenset(senders), alias_domain, maybe).items():
         matches[detector] = hit
         scores[OFF_PLATFORM] += rules.off_platform.weight(detector)
 
     review = None
     for pattern in rules.review_patterns:
+        if maybe is not None and pattern not in maybe:
+            continue
         found = pattern.search(prepared)
         if found:
             review = found.group(0)

@@ -12,18 +12,21 @@ from __future__ import annotations
 
 import bisect
 import re
+from collections.abc import Container, Iterator
 from functools import lru_cache
 from typing import TYPE_CHECKING
 
 import phonenumbers
 
 from policies.content_validation import _FLAGS
+from policies.text import dash_anchored
 
 if TYPE_CHECKING:
     from policies.content_rules import ContentRules, OffPlatformSettings
 
 _EMAIL = re.compile(r"(?<![\w.+-])[\w.+-]+@((?:[\w-]+\.)+[a-z]{2,})(?![\w-])", _FLAGS)
 _URL = re.compile(r"\b(?:https?://|www\.)[^\s<>\"'()\[\]{}]+", _FLAGS)
+_ORDER_SPAN = re.compile(r"\d{3}-\d{7}-\d{7}")  # an order id is never a phone number
 
 
 def _bare_domain_pattern(tlds: str) -> re.Pattern[str]:
@@ -53,6 +56,28 @@ def _spelled_email_pattern(tlds: str) -> re.Pattern[str]:
         rf"(?P<domain>{word}(?:{dot}{word}){{0,4}}{dot}(?:{tlds}))\b",
         _FLAGS,
     )
+
+
+def _webmail_pattern(providers: tuple[str, ...]) -> re.Pattern[str]:
+    webmail = "|".join(re.escape(w) for w in providers)
+    if not webmail:
+        return re.compile("(?!)")
+    return re.compile(rf"(?<![\w.-])(?:{webmail})(?![\w-])", _FLAGS)
+
+
+def screened_patterns(off: OffPlatformSettings, *compiled: re.Pattern[str]
+                      ) -> tuple[re.Pattern[str], ...]:
+    """The patterns the detectors scan a whole message with, ``compiled`` (built from the
+    rules file) included: for the RE2 screen, so most messages skip most of them."""
+    return (_EMAIL, _URL, _ORDER_SPAN, _digit_run(off.phone_min_digits), *compiled)
+
+
+def _scan(pattern: re.Pattern[str], text: str,
+          maybe: Container[re.Pattern[str]] | None) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text)``, or nothing when the screen has ruled the pattern out."""
+    if maybe is not None and pattern not in maybe:
+        return iter(())
+    return pattern.finditer(text)
 
 
 def _host_allowed(host: str, allowed: frozenset[str]) -> bool:
@@ -90,13 +115,13 @@ def _digit_run(min_digits: int) -> re.Pattern[str]:
     return re.compile(r"\d(?:\D{0,4}\d){" + str(max(min_digits - 1, 0)) + "}")
 
 
-def _phone_numbers(text: str, off: OffPlatformSettings,
-                   protected: list[tuple[int, int]]) -> list[str]:
+def _phone_numbers(text: str, off: OffPlatformSettings, protected: list[tuple[int, int]],
+                   maybe: Container[re.Pattern[str]] | None = None) -> list[str]:
     """Phone numbers not in a carrier's/manufacturer's context."""
     # The matcher is the costliest detector: run it only when some run of digits that is
     # not an order id is long enough to be a phone number.
     if not any(not any(s <= m.start() and m.end() <= e for s, e in protected)
-               for m in _digit_run(off.phone_min_digits).finditer(text)):
+               for m in _scan(_digit_run(off.phone_min_digits), text, maybe)):
         return []
     # Each region's matches come in text order; a position already covered by an earlier
     # region's match is skipped (a sorted list of spans keeps this O(n log n)).
@@ -150,34 +175,37 @@ def _phone_numbers(text: str, off: OffPlatformSettings,
 
 
 def _detect_off_platform(rules: ContentRules, text: str, reply_to: tuple[str, ...],
-                         senders: frozenset[str], alias_domain: str) -> dict[str, str]:
+                         senders: frozenset[str], alias_domain: str,
+                         maybe: Container[re.Pattern[str]] | None = None) -> dict[str, str]:
+    """What each detector found in ``text``; ``maybe``: the screen's candidates for it."""
     off = rules.off_platform
     allowed = set(off.allowed_domains)
     if alias_domain:
         allowed.add(alias_domain.lower().strip("."))
     allowed_f = frozenset(allowed)
     fired: dict[str, str] = {}
-    protected: list[tuple[int, int]] = [m.span() for m in
-                                        re.finditer(r"\d{3}-\d{7}-\d{7}", text)]
+    protected: list[tuple[int, int]] = []
+    if maybe is None or _ORDER_SPAN in maybe:
+        protected += (m.span() for m in dash_anchored(_ORDER_SPAN, text))
 
-    for m in _EMAIL.finditer(text):
+    for m in _scan(_EMAIL, text, maybe):
         protected.append(m.span())
         if not _host_allowed(m.group(1), allowed_f):
             fired.setdefault("off_platform.email_address", m.group(0))
 
-    for m in _URL.finditer(text):
+    for m in _scan(_URL, text, maybe):
         protected.append(m.span())
         url = m.group(0).rstrip(".,;:!?")
         if not _host_allowed(_host_of(url), allowed_f):
             fired.setdefault("off_platform.link", url)
-    for m in rules._bare_domain.finditer(text):
+    for m in _scan(rules._bare_domain, text, maybe):
         if any(s <= m.start() < e for s, e in protected):
             continue
         protected.append(m.span())
         if not _host_allowed(m.group(1), allowed_f):
             fired.setdefault("off_platform.link", m.group(0))
 
-    for m in rules._spelled_email.finditer(text):
+    for m in _scan(rules._spelled_email, text, maybe):
         if any(s <= m.start() < e for s, e in protected):
             continue
         written = m.group(0)
@@ -193,11 +221,11 @@ def _detect_off_platform(rules: ContentRules, text: str, reply_to: tuple[str, ..
         if not _host_allowed(domain, allowed_f):
             fired.setdefault("off_platform.spelled_email", written)
 
-    for m in rules._webmail.finditer(text):
+    for m in _scan(rules._webmail, text, maybe):
         fired.setdefault("off_platform.webmail", m.group(0))
         break
 
-    phones = _phone_numbers(text, off, protected)
+    phones = _phone_numbers(text, off, protected, maybe)
     if phones:
         fired["off_platform.phone_number"] = phones[0]
 

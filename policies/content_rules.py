@@ -18,10 +18,14 @@ from typing import Any
 
 import phonenumbers
 
-from policies.content_off_platform import _bare_domain_pattern, _spelled_email_pattern
+from policies.content_off_platform import (
+    _bare_domain_pattern,
+    _spelled_email_pattern,
+    _webmail_pattern,
+    screened_patterns,
+)
 from policies.content_screen import Candidates, Screen, pattern_ids
 from policies.content_validation import (
-    _FLAGS,
     _check_keys,
     _compile,
     _compile_list,
@@ -128,7 +132,8 @@ class ContentRules:
     screen: Screen | None = field(repr=False, default=None)
 
     def candidates(self, text: str) -> Candidates | None:
-        """The rule patterns that may match ``text`` (None: no screen, try them all)."""
+        """The patterns that may match ``text`` (None: no screen, try them all): those of
+        the rules, the review request and the off-platform detectors."""
         return None if self.screen is None else self.screen.candidates(text)
 
     def category(self, name: str) -> Category:
@@ -263,7 +268,9 @@ def _build(data: Mapping[str, Any]) -> ContentRules:
                            for i, raw in enumerate(raw_critical))
 
     tlds = "|".join(re.escape(t) for t in sorted(off.link_tlds, key=len, reverse=True))
-    webmail = "|".join(re.escape(w) for w in off.webmail_providers)
+    bare_domain = _bare_domain_pattern(tlds)
+    spelled_email = _spelled_email_pattern(tlds)
+    webmail = _webmail_pattern(off.webmail_providers)
     return ContentRules(
         categories=tuple(categories),
         rules=rules,
@@ -275,11 +282,12 @@ def _build(data: Mapping[str, Any]) -> ContentRules:
         critical_rules=critical_rules,
         critical_threshold=critical_threshold,
         max_text_chars=max_chars,
-        _bare_domain=_bare_domain_pattern(tlds),
-        _spelled_email=_spelled_email_pattern(tlds),
-        _webmail=re.compile(rf"(?<![\w.-])(?:{webmail})(?![\w-])", _FLAGS) if webmail
-        else re.compile("(?!)"),
-        screen=Screen(p for rule in (*rules, *critical_rules) for p in rule.patterns),
+        _bare_domain=bare_domain,
+        _spelled_email=spelled_email,
+        _webmail=webmail,
+        screen=Screen((*(p for rule in (*rules, *critical_rules) for p in rule.patterns),
+                       *review_patterns,
+                       *screened_patterns(off, bare_domain, spelled_email, webmail))),
     )
 
 

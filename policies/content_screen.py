@@ -1,16 +1,16 @@
 """A screen over every pattern a message is scanned with, so Python's `re` runs only those
 that may match.
 
-Python's backtracking engine scans a message once per pattern, and the rules have a few
-hundred big alternations: that was most of a message's CPU. RE2 (Google's linear-time
-engine) matches a set of them in a single pass over the text. Its answer is only a screen:
-each pattern is *widened* for RE2, never narrowed (word boundaries, anchors and lookarounds
-are dropped; possessive quantifiers and atomic groups become plain ones; "{m,n}" becomes
-"{m,}"; \\w, \\d and \\s take their Unicode meaning; a negated set holding \\w or \\d
-matches anything), so a pattern the screen rules out cannot match in Python either, and the
-exact match, with its `unless` context, is still Python's. Patterns RE2 cannot take are
-always run, and so is every pattern on a text RE2 would read differently (see
-:data:`_CASE_MISMATCH`).
+Python's backtracking engine scans a message once per pattern, and the rules and the
+off-platform detectors have a few hundred big alternations: that was most of a message's
+CPU. RE2 (Google's linear-time engine) matches a set of them in a single pass over the
+text. Its answer is only a screen: each pattern is *widened* for RE2, never narrowed (word
+boundaries, anchors and lookarounds are dropped; possessive quantifiers and atomic groups
+become plain ones; "{m,n}" becomes "{m,}"; \\w, \\d and \\s take their Unicode meaning; a
+negated set holding \\w or \\d matches anything), so a pattern the screen rules out cannot
+match in Python either, and the exact match, with its `unless` context, is still Python's.
+Patterns RE2 cannot take are always run, and so is every pattern on a text RE2 would read
+differently (see :data:`_CASE_MISMATCH`).
 """
 
 from __future__ import annotations

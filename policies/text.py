@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from email.header import decode_header, make_header
 from email.message import Message
 
@@ -154,10 +155,26 @@ def links(msg: Message) -> list[str]:
 _ORDER_ID = re.compile(r"(?<![\d-])(\d{3}-\d{7}-\d{7})(?![\d-])")
 
 
+def dash_anchored(pattern: re.Pattern[str], text: str) -> Iterator[re.Match[str]]:
+    """``pattern.finditer(text)`` for a pattern whose every match has "-" as its fourth
+    character, as an order id does. The regex is tried only where a dash allows it: a scan
+    that starts at every position of a long text costs far more than finding its dashes."""
+    end = 0
+    dash = text.find("-", 3)
+    while dash != -1:
+        match = pattern.match(text, dash - 3) if dash - 3 >= end else None
+        if match:
+            yield match
+            end = match.end()  # matches are never empty: the next one starts here or later
+            dash = text.find("-", max(end + 3, dash + 1))
+        else:
+            dash = text.find("-", dash + 1)
+
+
 def order_ids(*texts: str) -> list[str]:
     """Order ids (3-7-7 digits) in the order they first appear."""
     seen: dict[str, None] = {}
     for text in texts:
-        for match in _ORDER_ID.finditer(text):
+        for match in dash_anchored(_ORDER_ID, text):
             seen.setdefault(match.group(1))
     return list(seen)

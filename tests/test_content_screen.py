@@ -19,7 +19,7 @@ from relay.parsing import parse
 
 REPO = Path(__file__).resolve().parents[1]
 RULES = load_rules(REPO / "conf" / "content_rules.toml")
-PATTERNS = [p for r in (*RULES.rules, *RULES.critical_rules) for p in r.patterns]
+PATTERNS = list(RULES.screen.patterns)  # rules, review request and detectors
 CORPUS = REPO.parent / "shared" / "corpus" / "content"
 
 
