@@ -94,11 +94,9 @@ def seed(db_path: Path, pairs: int, *, orders: bool = True) -> str:
              ((j + 1, f"s{seller_index(j, sellers)}", f"b{j}", ts) for j in range(pairs))),
             # in token order: the primary-key index then grows at its end instead of
             # at random places, which makes a million pairs about 3x faster to load
-            # with the pair's seller and buyer, which every alias row carries (schema 5)
-            ("INSERT INTO aliases (token, pair_id, role, generation, created_at, seller_id,"
-             " buyer_id) VALUES (?, ?, ?, 0, ?, ?, ?)",
-             ((token, pair_id, role, ts, f"s{seller_index(pair_id - 1, sellers)}",
-               f"b{pair_id - 1}") for token, pair_id, role in alias_rows(secret, pairs))),
+            ("INSERT INTO aliases (token, pair_id, role, seller_id, buyer_id, generation,"
+             " created_at) VALUES (?, ?, ?, ?, ?, 0, ?)",
+             ((*row, ts) for row in alias_records(secret, pairs))),
         ]
         if orders:
             inserts.append((
@@ -150,6 +148,14 @@ def alias_rows(secret: str, pairs: int) -> list[tuple[str, int, str]]:
             for pair_id in range(1, pairs + 1) for role in ("buyer", "seller")]
     rows.sort(key=itemgetter(0))
     return rows
+
+
+def alias_records(secret: str, pairs: int) -> Iterator[tuple[str, int, str, str, str]]:
+    """alias_rows with the seller and buyer ids of each alias's pair, which an alias row
+    carries since schema 5: (token, pair_id, role, seller_id, buyer_id), by token."""
+    sellers = max(1, pairs // PAIRS_PER_SELLER)
+    for token, pair_id, role in alias_rows(secret, pairs):
+        yield token, pair_id, role, f"s{seller_index(pair_id - 1, sellers)}", f"b{pair_id - 1}"
 
 
 def pair_infos(secret: str, pairs: int, count: int, rng: random.Random) -> list[PairInfo]:
