@@ -91,18 +91,37 @@ def _render(node: LexborNode, out: list[str], depth: int = 0) -> None:
             out.append(" ")
 
 
+_BLANKS = re.compile(r"[ \t\r\f\v]+")
+
+
 def html_to_text(html: str) -> str:
     """The visible text of an HTML document, link targets appended as " (href)"."""
+    return _tidy(_rendered(html))
+
+
+def _rendered(html: str) -> str:
+    """What :func:`_render` writes for the document, blanks and blank lines as they come."""
     tree = LexborHTMLParser(html)
     root = tree.body or tree.root
     if root is None:
         return ""
     out: list[str] = []
     _render(root, out)
-    text = "".join(out).replace("\xa0", " ")
-    lines = [re.sub(r"[ \t\r\f\v]+", " ", line).strip() for line in text.split("\n")]
-    # Collapse runs of blank lines left by nested blocks.
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+    return "".join(out).replace("\xa0", " ")
+
+
+def _tidy(text: str) -> str:
+    """Blanks in a line made one space, lines stripped, at most one blank line in a row."""
+    # One pass over the text, not one per line (a run never holds a newline), and none
+    # when every run is already a single space, as in most HTML mail.
+    if "  " in text or any(ch in text for ch in "\t\r\f\v"):
+        text = _BLANKS.sub(" ", text)
+    lines: list[str] = []
+    for line in text.split("\n"):
+        line = line.strip()
+        if line or (lines and lines[-1]):  # runs of blank lines are left by nested blocks
+            lines.append(line)
+    return "\n".join(lines).strip()
 
 
 def _is_attachment(part: Message) -> bool:

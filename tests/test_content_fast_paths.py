@@ -1,12 +1,16 @@
 """The content policy's fast paths give exactly the answers of the plain ones.
 
 The RE2 screen decides which rule, review and detector patterns Python runs at all; with
-``screen=None`` every pattern runs on every message, which is the reference here.
+``screen=None`` every pattern runs on every message, which is the reference here. The
+cheaper text passes of :mod:`policies.content_quoting` are checked against the regexes
+they replace.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import re
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from policies.content import evaluate
+from policies.content_quoting import (
+    _ATTRIBUTION,
+    _ORIGINAL,
+    _OUTLOOK_HEADER,
+    _OUTLOOK_NEXT,
+    _flatten,
+    strip_quoted,
+)
 from policies.content_rules import load_rules
 from policies.text import decoded_subject, visible_text
 from relay.parsing import parse
@@ -76,3 +88,42 @@ def test_screened_evaluate_equals_every_pattern_run_on_the_corpus():
         msg = parse(eml.read_bytes())
         for is_reply in (False, True):
             assert_same(decoded_subject(msg), visible_text(msg), is_reply=is_reply)
+
+
+def test_str_split_and_re_agree_on_every_space():
+    every = "".join(map(chr, (*range(0xD800), *range(0xE000, sys.maxunicode + 1))))
+    assert re.findall(r"\s", every) == [c for c in every if c.isspace()]
+
+
+@given(st.text(alphabet=st.sampled_from("ab \t\n\r\x0b\x0c\x1c\x85\xa0\u2028\u3000\u200b")))
+def test_flatten_is_the_whitespace_regex(text):
+    assert _flatten(text) == re.sub(r"\s+", " ", text).strip()
+
+
+def _strip_quoted_reference(text: str) -> str:
+    """strip_quoted as it was: every pattern tried on every line, without pre-checks."""
+    lines = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
+    kept: list[str] = []
+    for i, line in enumerate(lines):
+        if _ORIGINAL.match(line):
+            break
+        if _OUTLOOK_HEADER.match(line) and any(_OUTLOOK_NEXT.match(nxt)
+                                               for nxt in lines[i + 1:i + 4]):
+            break
+        if line.lstrip().startswith(">") or _ATTRIBUTION.match(line):
+            continue
+        kept.append(line)
+    return "\n".join(kept)
+
+
+LINES = ["> quoted", "  > quoted", "On Mon, Jo wrote:", "On Mon, Jo wrote: ",
+         "Le 2 mai, X a écrit:", "Am 1. Mai schrieb X:", "-----Original Message-----",
+         "-- Original Message --",
+         "--original message--", "From: Jo", "from: jo@x", "Sent: today", "To: me", "Date: now",
+         "ok: fine", "--", ":", "Hello", "thanks", "", "  "]
+
+
+@given(st.lists(st.sampled_from(LINES), max_size=12), st.sampled_from(["\n", "\r\n", "\r"]))
+def test_strip_quoted_is_the_regexes_on_every_line(lines, newline):
+    text = newline.join(lines)
+    assert strip_quoted(text) == _strip_quoted_reference(text)
