@@ -116,7 +116,8 @@ class AddressReplacer:
             return text, 0
         if self._slow is not None:
             return self._slow.subn_text(text)
-        if not _MAYBE_ADDRESS.search(text):
+        # "in" is a C-level search; the regex only when an "&" may start an entity
+        if not ("@" in text or "%" in text or ("&" in text and _MAYBE_ADDRESS.search(text))):
             return text, 0
         count = 0
 
