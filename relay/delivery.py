@@ -20,7 +20,7 @@ from typing import Protocol
 import aiosmtplib
 
 from relay.config import Config, HostPort
-from relay.delivery_stream import STREAM_FROM_BYTES, Chunk, send_streamed, size
+from relay.delivery_stream import Chunk, send_streamed
 
 Message = bytes | Sequence[Chunk]  # one bytes object, or chunks that join into the message
 
@@ -137,10 +137,7 @@ class SmtpDelivery:
         chunks = chunks_of(data)
         try:
             client = await self._checkout()
-            if size(chunks) >= STREAM_FROM_BYTES:
-                await send_streamed(client, mail_from, rcpt, chunks)
-            else:
-                await client.sendmail(mail_from, [rcpt], b"".join(chunks))
+            await send_streamed(client, mail_from, rcpt, chunks)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             self._release(client)
             raise _from_response(exc.recipients[0]) from exc
