@@ -687,9 +687,9 @@ class Bench:
             "",
             "## Alias look-ups against the database size",
             "",
-            "`Store.resolve_alias` (the RCPT look-up: aliases joined to pairs) on a fresh "
-            "connection with the relay's settings, random existing tokens, median of 5 "
-            "rounds of 20,000 after one warm-up pass.",
+            "`Store.resolve_alias` (the RCPT look-up: one primary-key probe of the aliases "
+            "table since schema 5) on a fresh connection with the relay's settings, random "
+            "existing tokens, median of 5 rounds of 20,000 after one warm-up pass.",
             "",
             "| pairs | aliases | database | µs per look-up | rounds µs | build s |",
             "|---:|---:|---:|---:|---|---:|",

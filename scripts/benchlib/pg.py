@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from urllib.parse import urlsplit, urlunsplit
 
 from benchlib import procs
-from benchlib.seed import PAIRS_PER_SELLER, alias_rows, order_id, seller_index, sender_of
+from benchlib.seed import PAIRS_PER_SELLER, alias_records, order_id, seller_index, sender_of
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/postgres"
 CONNECT_TIMEOUT = 5  # seconds
@@ -131,9 +131,8 @@ def seed(url: str, pairs: int, *, orders: bool = True) -> str:
               for j in range(pairs))),
             ("pairs", "(id, seller_id, buyer_id, created_at)",
              ((j + 1, f"s{seller_index(j, sellers)}", f"b{j}", ts) for j in range(pairs))),
-            ("aliases", "(token, pair_id, role, generation, created_at)",
-             ((token, pair_id, role, 0, ts) for token, pair_id, role in
-              alias_rows(secret, pairs))),
+            ("aliases", "(token, pair_id, role, seller_id, buyer_id, generation, created_at)",
+             ((*row, 0, ts) for row in alias_records(secret, pairs))),
         ]
         if orders:
             loads.append((
