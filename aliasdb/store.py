@@ -222,6 +222,11 @@ class Store:
             "SELECT address, status, updated_at FROM senders WHERE seller_id = ?"
             " ORDER BY address", seller_id)]
 
+    def sender_addresses(self, seller_id: str) -> list[str]:
+        """Every address on file for the seller, blocked ones too (no check that it exists)."""
+        return [r["address"] for r in self._all(
+            "SELECT address FROM senders WHERE seller_id = ?", seller_id)]
+
     def enabled_senders(self, seller_id: str) -> frozenset[str]:
         return frozenset(r["address"] for r in self._all(
             "SELECT address FROM senders WHERE seller_id = ? AND status = 'enabled'",

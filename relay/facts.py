@@ -18,6 +18,7 @@ from policies.context import (
     Envelope,
     Settings,
 )
+from policies.critical import has_important_tag
 from policies.relay_control import is_local_address
 from relay import verp
 from relay.addresses import BadAddress, normalize
@@ -120,11 +121,12 @@ class Facts:
         ctx = replace(
             ctx,
             orders=orders,
-            recent_strikes=self.store.count_strikes(pair.seller_id, window),
             review_requests=self.store.review_requested(o.id for o in orders),
             is_reply=any(t["direction"] == BUYER_TO_SELLER and t["relay_msgid"] in
                          answered for t in threads),
         )
+        if has_important_tag(ctx.subject):  # strikes count only against [Important] misuse
+            ctx = replace(ctx, recent_strikes=self.store.count_strikes(pair.seller_id, window))
         if ctx.auto_reply:  # only an auto-reply is limited by how many came today
             ctx = replace(ctx, recent_auto_replies=self.store.count_auto_replies(
                 pair.id, ctx.direction, ctx.now - timedelta(days=1)))

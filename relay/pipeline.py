@@ -166,7 +166,7 @@ class Pipeline:
         buyer_alias = f"{tokens['buyer']}@{self.alias_domain}"
         seller, buyer = ctx.seller, ctx.buyer
         # every address the seller has on file, blocked ones too: all are theirs
-        seller_real = {s["address"] for s in self.store.senders(seller.id)}
+        seller_real = set(self.store.sender_addresses(seller.id))
         if seller.inbox:
             seller_real.add(seller.inbox)
         if ctx.direction == SELLER_TO_BUYER:
