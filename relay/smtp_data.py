@@ -24,9 +24,11 @@ async def read_data(reader: asyncio.StreamReader, size_limit: int | None,
     data = bytearray()
     size, problem = 0, None
     fragments: list[bytes] = []
+    # the class's own method: RelaySMTP wraps the instance's to screen command lines
+    readuntil = asyncio.StreamReader.readuntil
     while True:
         try:
-            line = await reader.readuntil(b"\r\n")
+            line = await readuntil(reader, b"\r\n")
         except asyncio.LimitOverrunError as exc:  # longer than the stream's buffer
             problem = problem or TOO_LONG
             data = bytearray()

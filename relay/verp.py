@@ -23,7 +23,7 @@ _SHAPE = re.compile(r"(bounce|optout|optin)-([a-z0-9-]+)")
 
 
 def _mac(secret: str, text: str) -> str:
-    digest = hmac.new(bytes.fromhex(secret), text.encode(), hashlib.sha256).digest()
+    digest = hmac.digest(bytes.fromhex(secret), text.encode(), hashlib.sha256)
     return base64.b32encode(digest).decode()[:MAC_CHARS].lower()
 
 
