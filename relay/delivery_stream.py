@@ -12,6 +12,7 @@ transport's flow control keeps what waits in memory to about 64 KB.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from collections.abc import Sequence
 
@@ -20,10 +21,6 @@ import aiosmtplib
 Chunk = bytes | memoryview
 _PIECE = 64 * 1024
 _DOT_AFTER_LF = re.compile(rb"\n\.")
-
-
-def size(chunks: Sequence[Chunk]) -> int:
-    return sum(len(c) for c in chunks)
 
 
 def _stuffed(piece: Chunk, line_start: bool) -> Chunk:
@@ -45,7 +42,9 @@ async def send_streamed(client: aiosmtplib.SMTP, mail_from: str, rcpt: str,
         if response.code != 354:
             raise aiosmtplib.SMTPDataError(response.code, response.message)
     except aiosmtplib.SMTPResponseException:
-        await client.rset()  # as sendmail does: the connection can be used again
+        # as sendmail does: reset, so the pooled connection can be used again
+        with contextlib.suppress(ConnectionError, aiosmtplib.SMTPException):
+            await client.rset()
         raise
     protocol = client.protocol
     line_start = True

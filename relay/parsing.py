@@ -41,14 +41,14 @@ class Part(Message):
     """A compat32 Message whose payload may hold placeholders for runs (see the module)."""
 
     runs: dict[str, Run] | None = None
-    _token: re.Pattern[str] = re.compile("(?!)")  # the placeholders of this message
+    placeholder: re.Pattern[str] = re.compile("(?!)")  # this message's, set with runs
 
     def segments(self) -> list[str | memoryview]:
         """The raw payload in order: text between placeholders, and the runs' bytes."""
         payload = self._payload if isinstance(self._payload, str) else ""
         if not self.runs:
             return [payload]
-        pieces = self._token.split(payload)
+        pieces = self.placeholder.split(payload)
         return [self.runs[p].data if i % 2 else p for i, p in enumerate(pieces)]
 
     def decoded_size(self) -> int:
@@ -56,7 +56,7 @@ class Part(Message):
         if not self.runs:
             return len(self.get_payload(decode=True) or b"")
         chars = 0
-        for i, piece in enumerate(self._token.split(self._payload)):
+        for i, piece in enumerate(self.placeholder.split(self._payload)):
             chars += self.runs[piece].chars if i % 2 else len(_BASE64_CHAR.findall(piece))
         return chars * 3 // 4
 
@@ -113,6 +113,6 @@ def _place(msg: Message, runs: dict[str, Run], token: re.Pattern[str]) -> None:
         if (not encoded and cte == "base64" and isinstance(part, Part)
                 and leaf_kind(part, part.get_content_type()) == "opaque"):
             part.runs = {t: runs[t] for t in token.findall(payload)}
-            part._token = token
+            part.placeholder = token
         else:
             part._payload = restore(payload)
