@@ -23,6 +23,7 @@ from typing import Any
 import sqlite_utils
 
 from aliasdb import migrations
+from aliasdb.checkpoint import WalCheckpointer
 from aliasdb.dialects import BUSY_TIMEOUT_MS, Backend, connect
 from aliasdb.models import Alias, Buyer, Order, Pair, Seller
 from aliasdb.tokens import alias_token, new_secret
@@ -118,6 +119,14 @@ class Store:
     @property
     def db(self) -> sqlite_utils.Database:
         return sqlite_utils.Database(self.conn)
+
+    def checkpoint_in_background(self) -> WalCheckpointer | None:
+        """For the daemon: WAL checkpoints in a thread, none inside a commit on this
+        connection (see aliasdb.checkpoint). None where there is no WAL file: PostgreSQL."""
+        if self.engine != "sqlite" or self.where == ":memory:":
+            return None
+        self._run("PRAGMA wal_autocheckpoint = 0")
+        return WalCheckpointer(self.where)
 
     @property
     def in_transaction(self) -> bool:

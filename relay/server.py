@@ -26,6 +26,7 @@ import socket
 from aiosmtpd.smtp import MISSING, SMTP
 
 from aliasdb import Store
+from aliasdb.checkpoint import WalCheckpointer
 from relay import wire
 from relay.app import build_pipeline
 from relay.config import Config, HostPort, parse_hostport
@@ -267,6 +268,7 @@ class RelayServer:
         self.connections: set[RelaySMTP] = set()
         self.server: asyncio.base_events.Server | None = None
         self.submission: asyncio.base_events.Server | None = None
+        self.checkpointer: WalCheckpointer | None = None  # while serving, on SQLite
         self.log = get_logger()
 
     def _options(self) -> dict:
@@ -299,6 +301,7 @@ class RelayServer:
                     submission_sock: socket.socket | None = None) -> tuple[str, int]:
         self.store.secret  # noqa: B018 -- fail now, not at the first message
         self.handler.stopping = False
+        self.checkpointer = self.store.checkpoint_in_background()
         self.server = await self._listen(self._protocol, self.config.listen, sock, "mx")
         sub = self.config["submission"]["listen"]
         if sub or submission_sock is not None:
@@ -337,6 +340,9 @@ class RelayServer:
                 conn.transport.close()
         await self.server.wait_closed()
         await self.pipeline.delivery.close()
+        if self.checkpointer is not None:
+            await asyncio.to_thread(self.checkpointer.stop)
+            self.checkpointer = None
         self.server = None
         self.log.info("relay.stopped")
 

@@ -823,3 +823,29 @@ def test_postgresql_write_waiting_for_a_row_lock_gives_up_as_busy(pg_store, pg_u
         assert other.suspend_seller("s1").suspended  # free again after the commit
     finally:
         other.close()
+
+
+def test_the_daemon_checkpoints_the_wal_in_a_thread_of_its_own(tmp_path):
+    # no commit on the daemon's connection checkpoints (that would stall its event loop);
+    # the checkpointer's pass moves every frame into the database file
+    store = Store.open(tmp_path / "relay.db")
+    checkpointer = store.checkpoint_in_background()
+    try:
+        assert store.backend.one("PRAGMA wal_autocheckpoint")[0] == 0
+        store.ensure_secret()
+        for i in range(300):
+            store.add_buyer(f"b{i}", f"buyer{i}@mail.example")
+        busy, frames, done = checkpointer.checkpoint()
+        assert (busy, done) == (0, frames) and frames > 0
+    finally:
+        checkpointer.stop()
+        store.close()
+    assert not checkpointer._thread.is_alive()
+
+
+def test_no_background_checkpoints_without_a_wal_file():
+    store = Store.open(":memory:")
+    try:
+        assert store.checkpoint_in_background() is None
+    finally:
+        store.close()
