@@ -1,6 +1,6 @@
 """Connection and rate limits (`[limits]`): bookkeeping only, no I/O.
 
-The SMTP protocol object (relay.server.RelaySMTP) asks and acts: it answers `421 4.7.0`
+The SMTP protocol object (relay.session.RelaySMTP) asks and acts: it answers `421 4.7.0`
 and closes a session past the concurrent-session limits or the command caps, and answers
 `450 4.7.1` to a MAIL FROM past the per-client message rate.
 

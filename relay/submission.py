@@ -15,7 +15,7 @@ from aiosmtpd.smtp import AuthResult, LoginPassword
 from aliasdb import Store
 from relay.logs import get_logger
 from relay.passwords import hash_password, verify_password
-from relay.server import RelaySMTP
+from relay.session import RelaySMTP
 
 LOCKED = "454 4.7.0 too many failed logins from your address, try again later"
 INVALID = "535 5.7.8 authentication credentials invalid"
