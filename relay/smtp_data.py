@@ -23,28 +23,27 @@ async def read_data(reader: asyncio.StreamReader, size_limit: int | None,
     """
     data = bytearray()
     size, problem = 0, None
-    fragments: list[bytes] = []
+    partial = False  # inside a line longer than the reader's buffer: refused, never kept
     # the class's own method: RelaySMTP wraps the instance's to screen command lines
     readuntil = asyncio.StreamReader.readuntil
     while True:
         try:
             line = await readuntil(reader, b"\r\n")
-        except asyncio.LimitOverrunError as exc:  # longer than the stream's buffer
-            problem = problem or TOO_LONG
-            data = bytearray()
-            line = await reader.read(exc.consumed)
-        if not fragments and line == b".\r\n":
-            return data, problem
-        size += len(line)
-        if problem is None and size_limit and size > size_limit:
-            problem, data = TOO_MUCH, bytearray()
-        fragments.append(line)
-        if not line.endswith(b"\r\n"):
+        except asyncio.LimitOverrunError as exc:
+            problem, data, partial = problem or TOO_LONG, bytearray(), True
+            size += len(await reader.read(exc.consumed))
             continue
-        if problem is None:
-            whole = fragments[0] if len(fragments) == 1 else b"".join(fragments)
-            if len(whole) > line_limit:
-                problem, data = TOO_LONG, bytearray()
-            else:
-                data += memoryview(whole)[1:] if whole[:1] == b"." else whole
-        fragments.clear()
+        size += len(line)
+        if partial:  # the end of that long line: not a line of its own, so never the end
+            partial = False
+            continue
+        if line == b".\r\n":
+            return data, problem
+        if problem is not None:
+            continue
+        if size_limit and size > size_limit:
+            problem, data = TOO_MUCH, bytearray()
+        elif len(line) > line_limit:
+            problem, data = TOO_LONG, bytearray()
+        else:
+            data += memoryview(line)[1:] if line[:1] == b"." else line
