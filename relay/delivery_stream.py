@@ -5,8 +5,9 @@ endings normalized, dots stuffed), plus once more to count it for SIZE=: for a 1
 attachment that is three more copies of the message in memory, and those passes were a
 tenth of the relay's CPU on small messages. (No SIZE= here: the relay's own limit already
 bounds what it sends.) Forwarded messages come as chunks (relay.rewrite.rewrite_parts)
-with CRLF line endings only (relay.wire refused anything else), and the base64 runs among
-them hold no line that starts with a dot, so they go to the socket as they are; the
+with CRLF line endings only (relay.wire refused anything else; checked again here), and
+the base64 runs among them hold no line that starts with a dot, so they go to the socket
+as they are; the
 transport's flow control keeps what waits in memory to about 64 KB.
 """
 
@@ -21,6 +22,17 @@ import aiosmtplib
 Chunk = bytes | memoryview
 _PIECE = 64 * 1024
 _DOT_AFTER_LF = re.compile(rb"\n\.")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
+
+
+def _crlf_only(chunk: bytes) -> bytes:
+    """Every line ending a CRLF. relay.wire refused any other, so this is a safety net,
+    as aiosmtplib's normalizing was: a lone LF or CR must never reach the next hop, where
+    it could end the data early (SMTP smuggling)."""
+    crlf = chunk.count(b"\r\n")
+    if chunk.count(b"\r") == crlf == chunk.count(b"\n"):
+        return chunk
+    return _LINE_END.sub(b"\r\n", chunk)
 
 
 def _stuffed(piece: Chunk, line_start: bool) -> Chunk:
@@ -48,8 +60,9 @@ async def send_streamed(client: aiosmtplib.SMTP, mail_from: str, rcpt: str,
         raise
     protocol = client.protocol
     line_start = True
-    pieces = [view[at:at + _PIECE] for view in map(memoryview, chunks)
-              for at in range(0, len(view), _PIECE)]
+    # a memoryview is a base64 run (relay.parsing): CRLF line ends only, by construction
+    views = [memoryview(c if isinstance(c, memoryview) else _crlf_only(c)) for c in chunks]
+    pieces = [view[at:at + _PIECE] for view in views for at in range(0, len(view), _PIECE)]
     for piece in pieces[:-1]:
         protocol.write(_stuffed(piece, line_start))
         line_start = piece[-1:] == b"\n"

@@ -3,9 +3,10 @@
 dkimpy canonicalizes the body as one bytes object; a forwarded message here is a list
 of chunks in which a big attachment's base64 is a view of the received bytes (see
 relay.parsing), and joining them would copy the message once more. The result is the
-same hash: chunks always split the body between lines (a chunk ends with CRLF or is the
-last), so each is canonicalized alone, and the empty lines at the end are counted across
-chunks.
+same hash as long as no chunk boundary falls inside a CRLF or a run of spaces and tabs
+(relay.rewrite_body cuts only where a base64 run starts or ends, between a line's end and
+base64 text): then each chunk is canonicalized alone, and the empty lines at the end are
+counted across chunks.
 """
 
 from __future__ import annotations

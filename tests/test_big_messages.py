@@ -175,3 +175,18 @@ def test_a_big_photo_reaches_the_buyer_intact_and_signed(relay, sink):
     assert jpeg.get_payload(decode=True) == PHOTO
     assert SELLER_ADDR.encode() not in out.data
 
+
+
+def test_a_lone_lf_or_cr_never_reaches_the_next_hop(loop_thread, sink):
+    # relay.wire refuses them on the way in; delivery still writes CRLF only, and a dot
+    # after a lone LF is doubled, so "<LF>.<CR><LF>" cannot end the data early
+    delivery = SmtpDelivery(HostPort("127.0.0.1", sink.port), "relay.example", timeout=5)
+    chunks = [b"Subject: x\r\n\r\nbare lf\n.\r\nbare cr\rend\r\n"]
+
+    async def send():
+        await delivery.deliver("a@relay.example", "jane@mail.example", chunks)
+        await delivery.close()
+
+    loop_thread.run(send())
+    [out] = sink.messages
+    assert out.data == b"Subject: x\r\n\r\nbare lf\r\n.\r\nbare cr\r\nend\r\n"
