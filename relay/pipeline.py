@@ -84,7 +84,9 @@ class Pipeline:
         ctx, threads = self.facts.for_data(rcpt_ctx, msg)
         if ctx.direction in (BOUNCE, CONTROL):
             return await self._control_mail(session, record_id, ctx, msg, len(raw), started)
-        ctx = replace(ctx, dkim=await self._dkim(ctx, raw))
+        dkim = await self._dkim(ctx, raw)
+        if dkim is not None:  # a new Context computes its subject and text again
+            ctx = replace(ctx, dkim=dkim)
         decision = chain.run(self.policies, ctx)
         self._apply_effects(ctx, decision, record_id, delivered=False)
         if decision.action is not Action.ACCEPT:
