@@ -20,7 +20,8 @@ from typing import Protocol
 import aiosmtplib
 
 from relay.config import Config, HostPort
-from relay.delivery_stream import Chunk, send_streamed
+from relay.delivery_stream import send_streamed
+from relay.parsing import Chunk
 
 Message = bytes | Sequence[Chunk]  # one bytes object, or chunks that join into the message
 

@@ -19,20 +19,11 @@ from collections.abc import Sequence
 
 import aiosmtplib
 
-Chunk = bytes | memoryview
+from relay.parsing import Chunk
+from relay.rewrite_mime import crlf
+
 _PIECE = 64 * 1024
 _DOT_AFTER_LF = re.compile(rb"\n\.")
-_LINE_END = re.compile(rb"\r\n|\r|\n")
-
-
-def _crlf_only(chunk: bytes) -> bytes:
-    """Every line ending a CRLF. relay.wire refused any other, so this is a safety net,
-    as aiosmtplib's normalizing was: a lone LF or CR must never reach the next hop, where
-    it could end the data early (SMTP smuggling)."""
-    crlf = chunk.count(b"\r\n")
-    if chunk.count(b"\r") == crlf == chunk.count(b"\n"):
-        return chunk
-    return _LINE_END.sub(b"\r\n", chunk)
 
 
 def _stuffed(piece: Chunk, line_start: bool) -> Chunk:
@@ -60,8 +51,10 @@ async def send_streamed(client: aiosmtplib.SMTP, mail_from: str, rcpt: str,
         raise
     protocol = client.protocol
     line_start = True
-    # a memoryview is a base64 run (relay.parsing): CRLF line ends only, by construction
-    views = [memoryview(c if isinstance(c, memoryview) else _crlf_only(c)) for c in chunks]
+    # relay.wire refused a lone LF or CR, so crlf() is a safety net, as aiosmtplib's
+    # normalizing was: one must never reach the next hop, where it could end the data
+    # early (SMTP smuggling). A memoryview is a base64 run: CRLF only, by construction.
+    views = [memoryview(c if isinstance(c, memoryview) else crlf(c)) for c in chunks]
     pieces = [view[at:at + _PIECE] for view in views for at in range(0, len(view), _PIECE)]
     for piece in pieces[:-1]:
         protocol.write(_stuffed(piece, line_start))

@@ -22,13 +22,14 @@ from email import policy as email_policy
 from email.message import Message
 from email.parser import BytesParser
 
-from relay.rewrite_mime import leaf_kind
+from relay.rewrite_mime import _IDENTITY_CTES, _cte, leaf_kind
+
+Chunk = bytes | memoryview  # of a message on its way: a memoryview is one of its runs
 
 # Runs shorter than this are parsed like the rest: placeholders would cost more than a copy.
 MIN_RUN_BYTES = 32 * 1024
 _BASE64_RUN = re.compile(rb"(?m)^(?:[A-Za-z0-9+/=]++\r\n)++")
 _BASE64_CHAR = re.compile(r"[A-Za-z0-9+/]")
-_IDENTITY_CTES = ("", "7bit", "8bit", "binary")
 
 
 @dataclass(frozen=True)
@@ -43,21 +44,24 @@ class Part(Message):
     runs: dict[str, Run] | None = None
     placeholder: re.Pattern[str] = re.compile("(?!)")  # this message's, set with runs
 
-    def segments(self) -> list[str | memoryview]:
-        """The raw payload in order: text between placeholders, and the runs' bytes."""
+    def _pieces(self) -> list[str | Run]:
+        """The raw payload in order: text between placeholders, and the runs."""
         payload = self._payload if isinstance(self._payload, str) else ""
         if not self.runs:
             return [payload]
         pieces = self.placeholder.split(payload)
-        return [self.runs[p].data if i % 2 else p for i, p in enumerate(pieces)]
+        return [self.runs[p] if i % 2 else p for i, p in enumerate(pieces)]
+
+    def segments(self) -> list[str | memoryview]:
+        """The raw payload in order: text between placeholders, and the runs' bytes."""
+        return [p.data if isinstance(p, Run) else p for p in self._pieces()]
 
     def decoded_size(self) -> int:
         """The decoded payload's size, counted without decoding the runs."""
         if not self.runs:
             return len(self.get_payload(decode=True) or b"")
-        chars = 0
-        for i, piece in enumerate(self.placeholder.split(self._payload)):
-            chars += self.runs[piece].chars if i % 2 else len(_BASE64_CHAR.findall(piece))
+        chars = sum(p.chars if isinstance(p, Run) else len(_BASE64_CHAR.findall(p))
+                    for p in self._pieces())
         return chars * 3 // 4
 
 
@@ -100,8 +104,8 @@ def _place(msg: Message, runs: dict[str, Run], token: re.Pattern[str]) -> None:
     while stack:
         part, encoded = stack.pop()
         payload = part._payload
+        cte = _cte(part.raw_items())
         if isinstance(payload, list):
-            cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
             inner = encoded or (part.get_content_maintype() != "multipart"
                                 and cte not in _IDENTITY_CTES)
             part.preamble, part.epilogue = restore(part.preamble), restore(part.epilogue)
@@ -109,7 +113,6 @@ def _place(msg: Message, runs: dict[str, Run], token: re.Pattern[str]) -> None:
             continue
         if not isinstance(payload, str) or not token.search(payload):
             continue
-        cte = str(part.get("Content-Transfer-Encoding", "")).strip().lower()
         if (not encoded and cte == "base64" and isinstance(part, Part)
                 and leaf_kind(part, part.get_content_type()) == "opaque"):
             part.runs = {t: runs[t] for t in token.findall(payload)}

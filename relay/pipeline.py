@@ -24,9 +24,8 @@ from relay.delivery import Delivery, DeliveryError
 from relay.dkim import DkimResult, Resolver, Signer, verify_inbound
 from relay.facts import Facts, ids_in
 from relay.logs import get_logger
-from relay.parsing import parse
+from relay.parsing import Chunk, parse
 from relay.rewrite import RewritePlan, rewrite_parts
-from relay.rewrite_body import Chunk
 
 OK_RCPT = "250 2.1.5 OK"
 TEMPFAIL = "451 4.3.0 temporary failure, try again later"

@@ -17,8 +17,9 @@ from datetime import UTC, datetime
 from email.message import Message
 from email.utils import format_datetime, formataddr, parsedate_to_datetime
 
+from relay.parsing import Chunk
 from relay.rewrite_addresses import AddressReplacer, sub_header_value
-from relay.rewrite_body import Chunk, render_body
+from relay.rewrite_body import render_body
 from relay.rewrite_mime import Headers, decode_words, encode_words, header_get, raw_text
 
 __all__ = ["RewritePlan", "rewrite", "rewrite_parts"]

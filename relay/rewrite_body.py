@@ -19,7 +19,7 @@ from email.message import Message
 from email.parser import BytesParser
 from email.policy import compat32
 
-from relay.parsing import Part
+from relay.parsing import Chunk, Part
 from relay.rewrite_addresses import AddressReplacer, sub_header_value
 from relay.rewrite_mime import (
     _IDENTITY_CTES,
@@ -41,7 +41,6 @@ from relay.rewrite_mime import (
 
 __all__ = [
     "AddressReplacer",
-    "Chunk",
     "Headers",
     "crlf",
     "decode_words",
@@ -54,7 +53,6 @@ __all__ = [
     "to_bytes",
 ]
 
-Chunk = bytes | memoryview  # a memoryview is a base64 run of the received message
 _Item = Chunk | tuple[Message, bool]  # output, or a part still to render
 _NO_REPLACEMENT = AddressReplacer({})
 
