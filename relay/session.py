@@ -31,16 +31,15 @@ from relay.limits import (
     client_key,
 )
 from relay.logs import get_logger
-from relay.smtp_data import read_data
+from relay.smtp_data import TOO_LONG, TOO_MUCH, read_data
 
 TOO_BIG = "552 5.3.4 message exceeds the size limit of this server"
 # aiosmtpd's own wording for what the relay answers with enhanced status codes
 _REPLIES = {
     "552 Error: message size exceeds fixed maximum message size": TOO_BIG,
-    "552 Error: Too much mail data": TOO_BIG,
-    "500 Line too long (see RFC5321 4.5.3.1.6)":
-        "500 5.5.2 line too long: a line of a message may hold 1000 octets with its CRLF "
-        "(RFC 5321 4.5.3.1.6)",
+    TOO_MUCH: TOO_BIG,
+    TOO_LONG: ("500 5.5.2 line too long: a line of a message may hold 1000 octets with its "
+               "CRLF (RFC 5321 4.5.3.1.6)"),
     "500 Command line too long": "500 5.5.2 command line too long",
 }
 READ_SIZE = 64 * 1024
