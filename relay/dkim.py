@@ -1,11 +1,12 @@
 """DKIM for the relay: its keys, outbound signing and inbound verification.
 
-One import for the rest of the relay; the work is in ``relay.dkim_sign`` (keys, Signer)
-and ``relay.dkim_verify`` (resolvers, verify_inbound, alignment).
+One import for the rest of the relay; the work is in ``relay.dkim_keys`` (keys),
+``relay.dkim_sign`` (Signer), ``relay.keyholder`` (the process that holds the keys in the
+daemon) and ``relay.dkim_verify`` (resolvers, verify_inbound, alignment).
 
-    signer = Signer.from_config(config)          # once, at start-up (loads the keys)
-    header = await asyncio.to_thread(signer.sign, data)
-    data = header + data
+    signer = Signer.from_config(config, keyholder=True)   # once, at start-up
+    await signer.start()                                  # the keyholder reads the keys
+    data = await signer.fields(head, relaxed_body_hash(body)) + head + body
 
     result = await asyncio.to_thread(verify_inbound, raw, from_domain, resolver)
 """
@@ -15,14 +16,9 @@ from __future__ import annotations
 from pathlib import Path
 
 from relay.config import Config
-from relay.dkim_sign import (
+from relay.dkim_keys import (
     ED25519_SUFFIX,
-    OVERSIGNED,
-    SIGNED_HEADERS,
     DkimKeyError,
-    Signer,
-    SigningError,
-    SigningKey,
     ed25519_key_path,
     generate_ed25519_pem,
     generate_rsa_pem,
@@ -31,6 +27,7 @@ from relay.dkim_sign import (
     txt_strings,
     write_private_key,
 )
+from relay.dkim_sign import OVERSIGNED, SIGNED_HEADERS, Signer, SigningError, SigningKey
 from relay.dkim_verify import (
     MAX_SIGNATURES,
     DkimResult,
