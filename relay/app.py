@@ -44,13 +44,15 @@ def settings_from(config: Config) -> Settings:
 
 
 def build_pipeline(config: Config, store: Store, delivery: Delivery | None = None,
-                   resolver: Resolver | None = None) -> Pipeline:
+                   resolver: Resolver | None = None, *, keyholder: bool = False) -> Pipeline:
+    """``keyholder``: sign through a keyholder process when the config says so (the
+    daemon, which starts it); elsewhere keys are loaded here."""
     try:
         policies = chain.build(config["policy"]["order"], REGISTRY)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     settings = settings_from(config)
-    signer = Signer.from_config(config)
+    signer = Signer.from_config(config, keyholder=keyholder and config["dkim"]["keyholder"])
     if signer is None:
         get_logger().warning("dkim.unsigned", detail="no DKIM key: forwarded mail is not "
                              "signed; run `relay init` or `relay dkim keygen`")

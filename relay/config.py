@@ -45,7 +45,9 @@ DEFAULTS: dict[str, dict[str, Any]] = {
     # url (postgresql://...) puts several nodes on one PostgreSQL database; it takes
     # precedence over path (SQLite, one node)
     "database": {"path": "../var/relay.db", "url": ""},
-    "dkim": {"selector": "relay", "key": "../var/dkim.key", "verify_inbound": "record"},
+    # keyholder: the daemon's workers never read the private keys; a child process signs
+    "dkim": {"selector": "relay", "key": "../var/dkim.key", "verify_inbound": "record",
+             "keyholder": True},
     "policy": {
         "order": DEFAULT_ORDER,
         "cutoff_days": 30,

@@ -6,7 +6,6 @@ notice of its own (relay/notices.py), always from the null sender, never to one.
 
 from __future__ import annotations
 
-import asyncio
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 
@@ -15,6 +14,7 @@ from policies.context import SELLER_TO_BUYER, Context
 from relay import bounces, notices
 from relay.delivery import Delivery
 from relay.dkim import Signer
+from relay.dkim_body import relaxed_body_hash
 from relay.logs import get_logger
 from relay.verp import optout_address
 
@@ -111,7 +111,8 @@ class ControlMail:
         data = notices.build(domain=self.domain, to_addr=to, to_name=to_name, subject=subject,
                              body=body, sender=sender, sender_name=sender_name)
         if self.signer is not None:
-            data = await asyncio.to_thread(self.signer.sign, data) + data
+            head, sep, body = data.partition(b"\r\n\r\n")
+            data = await self.signer.fields(head + sep, relaxed_body_hash([body])) + data
         # from the null sender, so a notice that cannot be delivered is not bounced again
         await self.delivery.deliver("", to, data)
 

@@ -47,7 +47,7 @@ class RelayServer:
         self.config = config
         self.reuse_port = reuse_port  # several worker processes on one port (SO_REUSEPORT)
         self.store = store or Store.from_config(config)
-        self.pipeline = build_pipeline(config, self.store, delivery, resolver)
+        self.pipeline = build_pipeline(config, self.store, delivery, resolver, keyholder=True)
         limits = config["limits"]
         self.limits = Limits.from_config(limits)
         self.handler = RelayHandler(self.pipeline, data_timeout=limits["data_timeout"])
@@ -87,6 +87,8 @@ class RelayServer:
                     submission_sock: socket.socket | None = None) -> tuple[str, int]:
         self.store.secret  # noqa: B018 -- fail now, not at the first message
         self.handler.stopping = False
+        if self.pipeline.signer is not None:
+            await self.pipeline.signer.start()  # a key the keyholder cannot use fails here
         self.checkpointer = self.store.checkpoint_in_background()
         self.server = await self._listen(self._protocol, self.config.listen, sock, "mx")
         sub = self.config["submission"]["listen"]
@@ -126,6 +128,8 @@ class RelayServer:
                 conn.transport.close()
         await self.server.wait_closed()
         await self.pipeline.delivery.close()
+        if self.pipeline.signer is not None:
+            await self.pipeline.signer.close()
         if self.checkpointer is not None:
             await asyncio.to_thread(self.checkpointer.stop)
             self.checkpointer = None
