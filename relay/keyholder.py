@@ -18,10 +18,10 @@ The child says READY once its keys are loaded, or exits with the reason on stder
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import struct
+import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -40,22 +40,79 @@ class KeyHolderError(RuntimeError):
     """No signature: the keyholder failed or went away (the message is retried later)."""
 
 
+class _Child(asyncio.SubprocessProtocol):
+    """One keyholder child, read as its bytes arrive: replies go straight to the futures
+    waiting for them (no reader task, no stream objects: this is on every message)."""
+
+    def __init__(self) -> None:
+        loop = asyncio.get_running_loop()
+        self.ready: asyncio.Future[bool] = loop.create_future()
+        self.exited: asyncio.Future[None] = loop.create_future()
+        self.pending: dict[int, asyncio.Future[bytes]] = {}
+        self.alive = True
+        self._buffer = bytearray()
+        self.stderr = bytearray()
+
+    def pipe_data_received(self, fd: int, data: bytes) -> None:
+        if fd == 2:
+            self.stderr += data[:max(0, 4096 - len(self.stderr))]
+            return
+        buffer = self._buffer
+        buffer += data
+        if not self.ready.done():
+            if len(buffer) < len(READY):
+                return
+            self.ready.set_result(buffer[:len(READY)] == READY)
+            del buffer[:len(READY)]
+        at = 0
+        while len(buffer) - at >= _REPLY.size:
+            ident, status, length = _REPLY.unpack_from(buffer, at)
+            end = at + _REPLY.size + length
+            if len(buffer) < end:
+                break
+            future = self.pending.pop(ident, None)
+            if future is not None and not future.done():  # else its message gave up
+                payload = bytes(buffer[at + _REPLY.size:end])
+                if status == 0:
+                    future.set_result(payload)
+                else:
+                    future.set_exception(KeyHolderError(payload.decode(errors="replace")))
+            at = end
+        del buffer[:at]
+
+    def process_exited(self) -> None:
+        if not self.exited.done():
+            self.exited.set_result(None)
+
+    def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd != 1:
+            return
+        # stdout is closed once every reply written before the end has been read
+        self.alive = False
+        if not self.ready.done():
+            self.ready.set_result(False)
+        for future in self.pending.values():
+            if not future.done():
+                future.set_exception(KeyHolderError("the DKIM keyholder process exited"))
+        self.pending.clear()
+
+
 class KeyHolder:
     """The worker's end: ``await sign(index, digest)``. The child starts with ``start``
     and again, once, at the next request after it died."""
 
     def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
         self.paths = tuple(str(p) for p in paths)
-        self._proc: asyncio.subprocess.Process | None = None
-        self._pending: dict[int, asyncio.Future[bytes]] = {}
+        self._transport: asyncio.SubprocessTransport | None = None
+        self._child: _Child | None = None
         self._next_id = 0
-        self._reader: asyncio.Task | None = None
         self._starting = asyncio.Lock()
         self.starts = 0
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        alive = self._child is not None and self._child.alive
+        return self._transport.get_pid() if alive else None
 
     async def start(self) -> None:
         """Start the child and wait for its READY; DkimKeyError if it cannot use a key."""
@@ -63,77 +120,56 @@ class KeyHolder:
         root = str(Path(__file__).resolve().parents[1])
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(
             p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "relay.keyholder", *self.paths, env=env,
-            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE)
+        transport, child = await asyncio.get_running_loop().subprocess_exec(
+            _Child, sys.executable, "-m", "relay.keyholder", *self.paths, env=env,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         try:
-            ready = await asyncio.wait_for(proc.stdout.readexactly(len(READY)), START_TIMEOUT_S)
-        except (asyncio.IncompleteReadError, TimeoutError):
-            ready = b""
-        if ready != READY:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            err = (await proc.stderr.read()).decode(errors="replace").strip()
-            await proc.wait()
+            ready = await asyncio.wait_for(asyncio.shield(child.ready), START_TIMEOUT_S)
+        except TimeoutError:
+            ready = False
+        if not ready:
+            transport.kill()
+            await child.exited
+            err = child.stderr.decode(errors="replace").strip()
             raise DkimKeyError(err.splitlines()[-1] if err else
                                "the DKIM keyholder process did not start")
-        self._proc = proc
+        self._transport, self._child = transport, child
         self.starts += 1
-        self._reader = asyncio.create_task(self._read_replies(proc))
 
     async def sign(self, index: int, digest: bytes) -> bytes:
-        if self._proc is None:
+        if self._child is None or not self._child.alive:
             async with self._starting:  # concurrent requests share one restart
-                if self._proc is None:
-                    get_logger().warning("dkim.keyholder_starting", starts=self.starts)
+                if self._child is None or not self._child.alive:
+                    if self._child is not None:  # it died: say so, then replace it
+                        get_logger().error("dkim.keyholder_exited",
+                                           pid=self._transport.get_pid(),
+                                           status=self._transport.get_returncode())
+                        self._transport.close()
                     await self.start()
-        proc = self._proc
+        child = self._child
         ident, self._next_id = self._next_id, (self._next_id + 1) & 0xFFFFFFFF
         future = asyncio.get_running_loop().create_future()
-        self._pending[ident] = future
+        child.pending[ident] = future
         try:
-            proc.stdin.write(_REQUEST.pack(ident, index, digest))
+            self._transport.get_pipe_transport(0).write(_REQUEST.pack(ident, index, digest))
             return await future
         finally:
-            self._pending.pop(ident, None)
+            child.pending.pop(ident, None)
 
-    async def _read_replies(self, proc: asyncio.subprocess.Process) -> None:
+    async def close(self) -> int | None:
+        """End the child's input and wait for it to exit: its exit status."""
+        transport, child = self._transport, self._child
+        self._transport = self._child = None
+        if transport is None:
+            return None
+        transport.get_pipe_transport(0).close()  # end of input: the child exits
         try:
-            while True:
-                ident, status, length = _REPLY.unpack(await proc.stdout.readexactly(_REPLY.size))
-                payload = await proc.stdout.readexactly(length)
-                future = self._pending.get(ident)
-                if future is None or future.done():  # its message gave up waiting
-                    continue
-                if status == 0:
-                    future.set_result(payload)
-                else:
-                    future.set_exception(KeyHolderError(payload.decode(errors="replace")))
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            if self._proc is proc:
-                self._proc = None
-                get_logger().error("dkim.keyholder_exited", pid=proc.pid,
-                                   pending=len(self._pending))
-            for future in self._pending.values():
-                if not future.done():
-                    future.set_exception(KeyHolderError("the DKIM keyholder process exited"))
-
-    async def close(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.stdin.close()  # end of input: the child exits
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+            await asyncio.wait_for(asyncio.shield(child.exited), STOP_TIMEOUT_S)
         except TimeoutError:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-        if self._reader is not None:
-            await self._reader
+            transport.kill()
+            await child.exited
+        transport.close()
+        return transport.get_returncode()
 
 
 def serve(paths: Sequence[str], stdin, stdout) -> int:
