@@ -18,6 +18,7 @@ The child says READY once its keys are loaded, or exits with the reason on stder
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import struct
@@ -48,6 +49,7 @@ class _Child(asyncio.SubprocessProtocol):
         loop = asyncio.get_running_loop()
         self.ready: asyncio.Future[bool] = loop.create_future()
         self.exited: asyncio.Future[None] = loop.create_future()
+        self.stderr_read: asyncio.Future[None] = loop.create_future()
         self.pending: dict[int, asyncio.Future[bytes]] = {}
         self.alive = True
         self._buffer = bytearray()
@@ -85,6 +87,8 @@ class _Child(asyncio.SubprocessProtocol):
             self.exited.set_result(None)
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
+        if fd == 2 and not self.stderr_read.done():
+            self.stderr_read.set_result(None)
         if fd != 1:
             return
         # stdout is closed once every reply written before the end has been read
@@ -128,8 +132,8 @@ class KeyHolder:
         except TimeoutError:
             ready = False
         if not ready:
-            transport.kill()
-            await child.exited
+            _kill(transport)
+            await asyncio.gather(child.exited, child.stderr_read)
             err = child.stderr.decode(errors="replace").strip()
             raise DkimKeyError(err.splitlines()[-1] if err else
                                "the DKIM keyholder process did not start")
@@ -166,10 +170,16 @@ class KeyHolder:
         try:
             await asyncio.wait_for(asyncio.shield(child.exited), STOP_TIMEOUT_S)
         except TimeoutError:
-            transport.kill()
+            _kill(transport)
             await child.exited
         transport.close()
         return transport.get_returncode()
+
+
+def _kill(transport: asyncio.SubprocessTransport) -> None:
+    if transport.get_returncode() is None:
+        with contextlib.suppress(ProcessLookupError):  # it may be exiting right now
+            transport.kill()
 
 
 def serve(paths: Sequence[str], stdin, stdout) -> int:
