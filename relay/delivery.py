@@ -113,6 +113,10 @@ class SmtpDelivery:
                                  local_hostname=self.helo, timeout=self.timeout,
                                  start_tls=False)
         await client.connect()
+        try:  # once per connection: the transactions on it send none
+            await client.ehlo()
+        except aiosmtplib.SMTPHeloError:  # an old server: HELO, as sendmail would
+            await client.helo()
         return client
 
     async def _checkout(self) -> aiosmtplib.SMTP:

@@ -24,6 +24,7 @@ from relay.rewrite_mime import crlf
 
 _PIECE = 64 * 1024
 _DOT_AFTER_LF = re.compile(rb"\n\.")
+_CONTROL = re.compile(rb"[\x00-\x1f\x7f]")
 
 
 def _stuffed(piece: Chunk, line_start: bool) -> Chunk:
@@ -38,12 +39,20 @@ def _stuffed(piece: Chunk, line_start: bool) -> Chunk:
 async def send_streamed(client: aiosmtplib.SMTP, mail_from: str, rcpt: str,
                         chunks: Sequence[Chunk]) -> None:
     """MAIL, RCPT and DATA on a connected client; raises like `sendmail` does."""
+    # The commands are written here, not by client.mail()/rcpt(): those parse each
+    # address again with email.utils and take a lock, per message, for a connection
+    # only this call uses; and they send an address that is not ASCII without SMTPUTF8.
+    mail = b"MAIL FROM:<" + _address(mail_from) + b">"
+    if not (mail_from.isascii() and rcpt.isascii()):
+        if not client.supports_extension("smtputf8"):
+            raise aiosmtplib.SMTPRecipientRefused(
+                553, "5.6.7 the next hop does not take internationalized addresses", rcpt)
+        mail += b" SMTPUTF8"
     try:
-        await client.mail(mail_from)
-        await client.rcpt(rcpt)
-        response = await client.execute_command(b"DATA")
-        if response.code != 354:
-            raise aiosmtplib.SMTPDataError(response.code, response.message)
+        await _command(client, mail, aiosmtplib.SMTPSenderRefused, mail_from)
+        await _command(client, b"RCPT TO:<" + _address(rcpt) + b">",
+                       aiosmtplib.SMTPRecipientRefused, rcpt)
+        await _command(client, b"DATA", aiosmtplib.SMTPDataError, expect=354)
     except aiosmtplib.SMTPResponseException:
         # as sendmail does: reset, so the pooled connection can be used again
         with contextlib.suppress(ConnectionError, aiosmtplib.SMTPException):
@@ -56,13 +65,33 @@ async def send_streamed(client: aiosmtplib.SMTP, mail_from: str, rcpt: str,
     # early (SMTP smuggling). A memoryview is a base64 run: CRLF only, by construction.
     views = [memoryview(c if isinstance(c, memoryview) else crlf(c)) for c in chunks]
     pieces = [view[at:at + _PIECE] for view in views for at in range(0, len(view), _PIECE)]
+    if sum(map(len, pieces)) <= _PIECE:  # the usual message: one write, one segment
+        pieces = [b"".join(pieces)] if pieces else []
     for piece in pieces[:-1]:
         protocol.write(_stuffed(piece, line_start))
         line_start = piece[-1:] == b"\n"
         await protocol._drain_helper()  # waits while the socket's buffer is full
     last = _stuffed(pieces[-1], line_start) if pieces else b""
     end = b".\r\n" if (last[-1:] == b"\n" if last else line_start) else b"\r\n.\r\n"
-    protocol.write(bytes(last) + end)  # one write: the usual message is a single piece
+    protocol.write(bytes(last) + end)
     response = await protocol.read_response(timeout=client.timeout)
     if response.code != 250:
         raise aiosmtplib.SMTPDataError(response.code, response.message)
+
+
+def _address(address: str) -> bytes:
+    data = address.encode("utf-8")
+    if _CONTROL.search(data) or b"<" in data or b">" in data:  # never from the relay
+        raise ValueError(f"not an address to put in a command: {address!r}")
+    return data
+
+
+async def _command(client: aiosmtplib.SMTP, line: bytes, refused: type, *args: str,
+                   expect: int = 250) -> None:
+    protocol = client.protocol
+    if protocol is None:
+        raise aiosmtplib.SMTPServerDisconnected("the next hop closed the connection")
+    protocol.write(line + b"\r\n")
+    response = await protocol.read_response(timeout=client.timeout)
+    if response.code != expect and not (expect == 250 and response.code == 251):
+        raise refused(response.code, response.message, *args)

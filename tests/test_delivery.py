@@ -8,6 +8,7 @@ import sys
 import textwrap
 
 import pytest
+from aiosmtpd.smtp import SMTP
 
 from relay.config import HostPort
 from relay.delivery import DeliveryError, MaildirDelivery, SmtpDelivery
@@ -110,3 +111,27 @@ def test_a_pooled_connection_the_next_hop_closed_is_replaced_not_resent(loop_thr
     loop_thread.run(send())
     loop_thread.run(delivery.close())
     assert len(sink.messages) == 2
+
+
+def test_an_internationalized_recipient_goes_with_smtputf8(loop_thread, sink):
+    delivery = SmtpDelivery(HostPort("127.0.0.1", sink.port), "relay.example", timeout=5)
+    loop_thread.run(delivery.deliver("a@relay.example", "jöns@mail.example", MESSAGE))
+    loop_thread.run(delivery.close())
+    [got] = sink.messages
+    assert (got.mail_from, got.rcpt_tos, got.data) == ("a@relay.example",
+                                                       ["jöns@mail.example"], MESSAGE)
+
+
+def test_an_internationalized_recipient_is_refused_where_smtputf8_is_not_offered(
+        loop_thread, sink):
+    class NoSmtpUtf8(SMTP):
+        def __init__(self, *args, **kwargs) -> None:
+            super().__init__(*args, **{**kwargs, "enable_SMTPUTF8": False})
+
+    sink.smtp_class = NoSmtpUtf8
+    delivery = SmtpDelivery(HostPort("127.0.0.1", sink.port), "relay.example", timeout=5)
+    with pytest.raises(DeliveryError) as err:
+        loop_thread.run(delivery.deliver("a@relay.example", "jöns@mail.example", MESSAGE))
+    loop_thread.run(delivery.close())
+    assert (err.value.code, err.value.permanent) == (550, True)
+    assert sink.messages == []
