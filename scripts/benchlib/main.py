@@ -200,9 +200,9 @@ class Bench:
 
     def start_relay(self, name: str, label: str, *, workers: int = 1, uvloop: bool = False,
                     cprofile: Path | None = None, env: dict | None = None,
-                    database_url: str = "") -> Server:
+                    database_url: str = "", keyholder: bool = True) -> Server:
         port = procs.free_port()
-        config = self.write_config(name, port, database_url)
+        config = self.write_config(name, port, database_url, keyholder)
         serve = ["serve", "--config", str(config)]
         if self.has_workers:
             serve += ["--workers", str(workers)]
@@ -220,7 +220,8 @@ class Bench:
 
     # -- the relay's configuration and data --------------------------------------------
 
-    def write_config(self, name: str, port: int, database_url: str = "") -> Path:
+    def write_config(self, name: str, port: int, database_url: str = "",
+                     keyholder: bool = True) -> Path:
         from relay.config import DEFAULTS  # what this version of the relay knows
 
         limits_wanted = {  # the load comes from one address at a rate no MX would see
@@ -235,7 +236,8 @@ class Bench:
             "database": ({"path": str(self.tmp / "relay.db")} if not database_url else
                          # path unused (url wins), but never the SQLite rows' database
                          {"url": database_url, "path": str(self.tmp / "unused.db")}),
-            "dkim": {"key": str(self.tmp / "dkim.key"), "verify_inbound": "off"},
+            "dkim": {"key": str(self.tmp / "dkim.key"), "verify_inbound": "off",
+                     "keyholder": keyholder},
             "delivery": {"mode": "smtp", "smarthost": f"127.0.0.1:{self.sink.port}",
                          "timeout": 30},
             "policy": {"content_rules": str(REPO / "conf" / "content_rules.toml"),
@@ -476,6 +478,10 @@ class Bench:
         bare = self.start_bare()
         relay = self.start_relay("relay", "relay, full chain, 1 worker, SQLite")
         servers = [bare, relay]
+        if "keyholder" in relay_defaults("dkim"):  # the same, with the keys in the worker
+            servers.append(self.start_relay(
+                "relay-inline", "relay, 1 worker, keys in the worker (`keyholder = false`)",
+                keyholder=False))
         relay_postfix = self.start_postfix()
         if relay_postfix is not None:
             servers.append(relay_postfix)
@@ -760,7 +766,10 @@ class Bench:
             "",
             "- The relay runs with `[dkim] verify_inbound = \"off\"`: checking sellers' DKIM "
             "on the MX listener needs DNS, which the benchmark does not use (everything stays "
-            "on 127.0.0.1). Outbound DKIM signing (RSA-2048) is on.",
+            "on 127.0.0.1). Outbound DKIM signing (RSA-2048) is on; by default a "
+            "keyholder child of the worker holds the key and does the RSA operation "
+            "(`relay/keyholder.py`), and its CPU is in the relay's figures (the process "
+            "group's).",
             f"- The relay's database: {args.pairs:,} pairs ({max(1, args.pairs // 100):,} "
             "sellers with one enabled sender address each, one buyer per pair, both aliases "
             "of every pair, one shipped order per pair), seeded with direct SQL through the "
@@ -775,6 +784,12 @@ class Bench:
             *[f"- {note}" for note in self.notes],
         ]
         return "\n".join(out) + "\n"
+
+
+def relay_defaults(section: str) -> dict:
+    from relay.config import DEFAULTS  # what this version of the relay knows
+
+    return DEFAULTS.get(section, {})
 
 
 def nproc() -> int:
