@@ -60,6 +60,8 @@ def _clean(value: str, keep_surrogates: bool = False) -> str:
 
     Surrogates stand for raw 8-bit bytes of a copied header; they are kept only there.
     """
+    if value.isascii() and value.isprintable():  # the usual case: nothing to remove
+        return value.strip()
     if not keep_surrogates:
         value = _SURROGATES.sub("", value)
     return _CONTROLS.sub(" ", _FOLD.sub("", value)).strip()

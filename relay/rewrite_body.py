@@ -234,7 +234,8 @@ def _render_encoded_message(messages: list[Message], cte: str, r: AddressReplace
 
 def _body_items(part: Message, headers: Headers,
                 r: AddressReplacer) -> tuple[Headers, list[_Item]]:
-    payload = part.get_payload()
+    # Not get_payload(): for a leaf it checks the whole text for surrogates, to no use here.
+    payload = part._payload
     ctype = content_type(part)
     if isinstance(payload, list):
         if ctype == "message/delivery-status":
