@@ -23,7 +23,7 @@ def tree(msg) -> tuple:
     payload = msg._payload
     if isinstance(payload, list):
         payload = [tree(p) for p in payload]
-    return (msg._headers, msg._unixfrom, payload, msg.preamble, msg.epilogue,
+    return (type(msg), msg._headers, msg._unixfrom, payload, msg.preamble, msg.epilogue,
             [(type(d), d.args) for d in msg.defects], msg._default_type, msg._charset)
 
 
