@@ -69,12 +69,94 @@ _parser = BytesParser(policy=email_policy.compat32)
 _part_parser = BytesParser(_class=Part, policy=email_policy.compat32)
 
 
+# Text runs: the feedparser handles a message line by line in Python (~1 us a line), yet
+# most lines of a body only ever become payload text. A run of such lines is parsed as one
+# placeholder line and put back afterwards. The tree is the same because (see
+# email.feedparser) a line changes the parser's state only when it is empty or header-like
+# (in a header block), when it starts with "--" (a boundary) or, in
+# message/delivery-status, when it is empty (the end of a body). So, unless the message
+# may hold a delivery-status, a run is: a first line that is neither empty nor
+# header-like (in a header block it ends the headers just like the placeholder does, and
+# from then on every line is body), then any lines up to the next one starting with "--".
+# Every line of a run ends in CRLF and holds no other CR or LF: the parser splits lines at
+# either.
+_HEADER_LIKE = re.compile(r"(?:(?:From |[\x21-\x39\x3b-\x7e]*:|[ \t])[^\r\n]*(?:\r\n|\r|\n)"
+                          r"|\r\n|\r|\n)*")  # what a run may not start with, line by line
+_TEXT_TOKEN = re.compile("RELAYTXT[0-9A-F]{16}N[0-9]+X")  # fixed: compiling per message costs
+MIN_RUN_LINES = 3  # a placeholder and its restore cost about as much as two lines
+_str_parser = _parser.parser  # BytesParser decodes to str and calls this
+
+
+def _text_runs(text: str) -> list[tuple[int, int]]:
+    """Spans of the runs: between two lines starting with "--", after a header block."""
+    if "delivery-status" in text.lower():
+        return []
+    # starts of the lines that start with "--", then the end of the text
+    ends = [0] if text.startswith("--") else []
+    i = text.find("\n--")
+    while i >= 0:
+        ends.append(i + 1)
+        i = text.find("\n--", i + 1)
+    ends.append(len(text))
+    spans, pos = [], 0
+    for end in ends:
+        if pos < end:
+            start = _HEADER_LIKE.match(text, pos, end).end()
+            stop = text.rfind("\r\n", start, end) + 2  # the run ends with a whole line
+            if stop - start > 2:
+                run = text[start:stop]
+                lines = run.count("\r\n")
+                if lines >= MIN_RUN_LINES and run.count("\r") == lines == run.count("\n"):
+                    spans.append((start, stop))
+        # the next segment starts after the "--" line: after its LF, a line start anyway
+        pos = text.find("\n", end) + 1 or len(text)
+    return spans
+
+
+def _parse_text(text: str) -> Message:
+    """compat32 parse of the decoded message, its text runs parsed as placeholders."""
+    spans = _text_runs(text)
+    if not spans:
+        return _str_parser.parsestr(text)
+    # A random tag per message: text a sender writes can never name one of its runs.
+    tag = f"RELAYTXT{secrets.token_hex(8).upper()}N"
+    skeleton: list[str] = []
+    texts: dict[str, str] = {}
+    last = 0
+    for i, (start, end) in enumerate(spans):
+        token = f"{tag}{i}X"
+        skeleton += [text[last:start], token, "\r\n"]
+        texts[token] = text[start:end - 2]
+        last = end
+    skeleton.append(text[last:])
+    msg = _str_parser.parsestr("".join(skeleton))
+
+    def restore(value: str) -> str:
+        # a token of another tag is text the sender wrote: it stays
+        return (_TEXT_TOKEN.sub(lambda m: texts.get(m.group(0), m.group(0)), value)
+                if tag in value else value)
+
+    stack = [msg]
+    while stack:  # tokens can only be in payloads, preambles and epilogues
+        part = stack.pop()
+        payload = part._payload
+        if isinstance(payload, list):
+            if part.preamble is not None:
+                part.preamble = restore(part.preamble)
+            if part.epilogue is not None:
+                part.epilogue = restore(part.epilogue)
+            stack.extend(payload)
+        elif isinstance(payload, str):
+            part._payload = restore(payload)
+    return msg
+
+
 def parse(raw: bytes | bytearray) -> Message:
     if len(raw) < MIN_RUN_BYTES:
-        return _parser.parsebytes(raw)
+        return _parse_text(raw.decode("ascii", "surrogateescape"))
     spans = [m.span() for m in _BASE64_RUN.finditer(raw) if m.end() - m.start() >= MIN_RUN_BYTES]
     if not spans:
-        return _parser.parsebytes(raw)
+        return _parse_text(raw.decode("ascii", "surrogateescape"))
     # A random tag per message: text a sender writes can never name one of its runs.
     tag = f"RELAYRUN{secrets.token_hex(8).upper()}N"
     view = memoryview(raw)

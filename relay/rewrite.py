@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from email.message import Message
 from email.utils import format_datetime, formataddr, parsedate_to_datetime
 
@@ -60,6 +60,8 @@ def _clean(value: str, keep_surrogates: bool = False) -> str:
 
     Surrogates stand for raw 8-bit bytes of a copied header; they are kept only there.
     """
+    if value.isascii() and value.isprintable():  # the usual case: nothing to remove
+        return value.strip()
     if not keep_surrogates:
         value = _SURROGATES.sub("", value)
     return _CONTROLS.sub(" ", _FOLD.sub("", value)).strip()
@@ -88,8 +90,11 @@ def _pieces(value: str) -> list[str]:
     return pieces
 
 
-def _line(name: str, pieces: Iterable[str]) -> bytes:
+def _line(name: str, pieces: list[str]) -> bytes:
     """`Name: value` CRLF, folded greedily; pieces come from _pieces or encode_words."""
+    if pieces and len(name) + len(pieces) + sum(map(len, pieces)) < _MAX_LINE:
+        # fits on one line: the loop below would fold nowhere
+        return f"{name}: {' '.join(pieces)}\r\n".encode("utf-8", "surrogateescape")
     out = f"{name}:"
     width = len(out)
     for piece in pieces:
@@ -152,15 +157,44 @@ def _first(msg: Message, name: str) -> str | None:
     return None
 
 
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+_MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+# The shape nearly every Date has; email.utils reads it in Python, token by token.
+_PLAIN_DATE = re.compile(rf"(?:{'|'.join(_DAYS)}), ([0-9]{{1,2}}) ({'|'.join(_MONTHS)}) "
+                         r"([1-9][0-9]{3}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{4})")
+
+
+def _parse_date(value: str) -> datetime:
+    """parsedate_to_datetime(value), the same datetime (or exception) for any value."""
+    m = _PLAIN_DATE.fullmatch(value)
+    if m is None:
+        return parsedate_to_datetime(value)
+    day, month, year, hour, minute, second, sign, zone = m.groups()
+    fields = (int(year), _MONTHS.index(month) + 1, int(day), int(hour), int(minute),
+              int(second))
+    offset = int(zone)
+    if offset == 0 and sign == "-":  # -0000: the zone is not known
+        return datetime(*fields)
+    seconds = (offset // 100) * 3600 + (offset % 100) * 60
+    return datetime(*fields, tzinfo=timezone(timedelta(
+        seconds=-seconds if sign == "-" else seconds)))
+
+
+def _format_utc(when: datetime) -> str:
+    """format_datetime(when) of an aware datetime in UTC, without its strftime round trip."""
+    return (f"{_DAYS[when.weekday()]}, {when.day:02d} {_MONTHS[when.month - 1]} "
+            f"{when.year:04d} {when.hour:02d}:{when.minute:02d}:{when.second:02d} +0000")
+
+
 def _date(msg: Message) -> str:
     # In UTC: the sender's own offset hints at where they are.
     value = _first(msg, "date")
     if value:
         try:
-            when = parsedate_to_datetime(_clean(value))
+            when = _parse_date(_clean(value))
             if when.tzinfo is None:
                 when = when.replace(tzinfo=UTC)
-            return format_datetime(when.astimezone(UTC))
+            return _format_utc(when.astimezone(UTC))
         except Exception:  # unparseable or out of range: fall through to now
             pass
     return format_datetime(datetime.now(UTC))

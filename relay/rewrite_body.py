@@ -30,6 +30,9 @@ from relay.rewrite_mime import (
     _encode_cte,
     _header_set,
     _params_message,
+    boundary_of,
+    content_charset,
+    content_type,
     crlf,
     decode_words,
     encode_words,
@@ -152,10 +155,7 @@ def _render_text_leaf(part: Message, headers: Headers, r: AddressReplacer,
     data = _decode_cte(raw, cte)
     new_data, new_charset = None, None
     if kind != "container":
-        try:
-            charset = part.get_content_charset()
-        except Exception:
-            charset = None
+        charset = content_charset(part)
         new_data, new_charset = _rewrite_text(data, charset, kind == "folded", r)
     # Bytes-level pass: undecodable text, a wrong charset label, or a container we could
     # not split. Addresses are ASCII-compatible in every charset mail uses for them.
@@ -193,7 +193,7 @@ def _boundary(part: Message, headers: Headers) -> str:
     boundary = None
     if value is not None:
         try:
-            boundary = _params_message("Content-Type", value).get_boundary()
+            boundary = boundary_of(value)
         except Exception:
             boundary = None
     return boundary or part.get_boundary() or ""
@@ -234,12 +234,13 @@ def _render_encoded_message(messages: list[Message], cte: str, r: AddressReplace
 
 def _body_items(part: Message, headers: Headers,
                 r: AddressReplacer) -> tuple[Headers, list[_Item]]:
-    payload = part.get_payload()
-    ctype = part.get_content_type()
+    # Not get_payload(): for a leaf it checks the whole text for surrogates, to no use here.
+    payload = part._payload
+    ctype = content_type(part)
     if isinstance(payload, list):
         if ctype == "message/delivery-status":
             return headers, [_render_delivery_status(payload, r)]
-        if part.get_content_maintype() == "multipart":
+        if ctype.split("/")[0] == "multipart":  # get_content_maintype()
             return headers, _multipart_items(part, payload, headers, r)
         cte = _cte(headers)
         if cte in ("base64", "quoted-printable"):

@@ -15,7 +15,9 @@ import codecs
 import re
 from collections.abc import Iterable
 from email.message import Message
+from email.policy import compat32
 from email.utils import collapse_rfc2231_value
+from functools import lru_cache
 
 Headers = list[tuple[str, str]]
 
@@ -91,6 +93,68 @@ def _params_message(name: str, value: str) -> Message:
     tmp = Message()
     tmp[name] = value
     return tmp
+
+
+# -- what compat32 reads from Content-Type, cheaper --------------------------------------
+# Each returns exactly what the Message method named returns; tests/test_rewrite_mime_facts.py
+# compares them on generated values.
+
+def _raw_content_type(part: Message) -> str | None:
+    """The value Message.get("content-type") starts from, or None when it has none."""
+    for key, value in part._headers:
+        if key.lower() == "content-type":
+            return value
+    return None
+
+
+def content_type(part: Message) -> str:
+    """part.get_content_type(), without its policy round trip for a plain value."""
+    value = _raw_content_type(part)
+    if value is None:
+        return part.get_default_type()
+    if part.policy is not compat32 or not isinstance(value, str) or not value.isascii():
+        return part.get_content_type()  # surrogates: compat32 reads a Header object
+    ctype = value.partition(";")[0].strip().lower()
+    return ctype if ctype.count("/") == 1 else "text/plain"
+
+
+@lru_cache(maxsize=512)
+def _charset_of(value: str) -> str | None:
+    try:
+        return _params_message("Content-Type", value).get_content_charset()
+    except Exception:
+        return None
+
+
+def content_charset(part: Message) -> str | None:
+    """part.get_content_charset(), None when it raises; memoized by header value (text
+    parts' Content-Type values repeat from message to message, boundaries aside)."""
+    value = _raw_content_type(part)
+    if value is None:
+        return None
+    if part.policy is compat32 and isinstance(value, str):
+        return _charset_of(value)
+    try:
+        return part.get_content_charset()
+    except Exception:
+        return None
+
+
+# `type/subtype; boundary="..."` and nothing else: get_boundary() gives the quoted text
+# right-stripped (no quote, backslash, ";" or "<...>" in it to unquote or split at).
+_TOKEN = r"[A-Za-z0-9!#$%&'*+.^_`{|}~-]+"
+_ONLY_BOUNDARY = re.compile(
+    rf'[ \t]*{_TOKEN}/{_TOKEN}[ \t]*;[ \t]*boundary[ \t]*=[ \t]*"([^"\\;<>\r\n]*)"[ \t]*',
+    re.IGNORECASE)
+
+
+def boundary_of(value: str) -> str | None:
+    """Message.get_boundary() of a message whose Content-Type value is `value`."""
+    if value.isascii():
+        m = _ONLY_BOUNDARY.fullmatch(value)
+        if m:
+            return m.group(1).rstrip()
+    return _params_message("Content-Type", value).get_boundary()
 
 
 # -- RFC 2047 encoded words ------------------------------------------------------------
