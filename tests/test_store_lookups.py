@@ -1,0 +1,91 @@
+"""The per-message statements of the store, on both engines: the partial indexes
+(schema 6) still find what they index."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from aliasdb import migrations
+from aliasdb.store import Store
+
+NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def target(request, tmp_path) -> str:
+    if request.param == "sqlite":
+        return str(tmp_path / "relay.db")
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def store(target) -> Iterator[Store]:
+    s = Store.open(target)
+    s.ensure_secret()
+    yield s
+    s.close()
+
+
+def _record(store: Store, message_id: str, ts: datetime, **extra) -> None:
+    store.record_message({
+        "id": message_id, "ts": ts.isoformat(timespec="seconds"),
+        "direction": "seller_to_buyer", "pair_id": 1, "seller_id": "s1", "buyer_id": "b1",
+        "decision": "delivered", "smtp_code": 250, **extra})
+
+
+def test_partial_indexes_count_what_the_full_ones_counted(store):
+    since = NOW - timedelta(days=1)
+    _record(store, "m1", NOW)
+    _record(store, "m2", NOW, auto_reply=1)
+    _record(store, "m3", NOW, auto_reply=1, decision="rejected")
+    _record(store, "m4", NOW - timedelta(days=2), auto_reply=1)
+    _record(store, "m5", NOW, auto_reply=1, direction="buyer_to_seller")
+    assert store.count_auto_replies(1, "seller_to_buyer", since) == 1
+    assert store.count_auto_replies(1, "buyer_to_seller", since) == 1
+    store.mark_bounce("m1", "hard")
+    store.mark_bounce("m2", "soft")
+    store.mark_bounce("m4", "soft")
+    store.mark_bounce("m4", "hard")  # soft, then hard: hard
+    store.mark_bounce("m1", "soft")  # hard stays hard
+    assert store.find_message("m1")["bounce"] == "hard"
+    assert store.count_hard_bounces("b1", NOW - timedelta(days=30)) == 2
+    assert store.count_hard_bounces("b2", NOW - timedelta(days=30)) == 0
+    later = datetime.now(UTC) + timedelta(minutes=1)
+    assert store.count_hard_bounces("b1", later) == 0
+
+
+def test_sqlite_rare_look_ups_use_their_partial_indexes(tmp_path):
+    s = Store.open(tmp_path / "relay.db")
+    counts = {
+        "messages_pair_auto": "SELECT COUNT(*) AS n FROM messages WHERE pair_id = ? AND"
+        " direction = ? AND auto_reply = 1 AND decision = 'delivered' AND ts >= ?",
+        "messages_buyer_bounce": "SELECT COUNT(*) AS n FROM messages WHERE buyer_id = ?"
+        " AND bounce = 'hard' AND direction = 'seller_to_buyer' AND bounced_at >= ?",
+    }
+    for index, sql in counts.items():
+        params = (1, 2, 3)[:sql.count("?")]
+        plan = " ".join(r["detail"] for r in s._all("EXPLAIN QUERY PLAN " + sql, *params))
+        assert f"USING INDEX {index}" in plan, plan
+        assert " WHERE " in s._one("SELECT sql FROM sqlite_master WHERE name = ?", index)["sql"]
+    s.close()
+
+
+def test_records_from_schema_5_keep_their_counts_through_schema_6(target, monkeypatch):
+    with monkeypatch.context() as patched:
+        patched.setattr(migrations, "LATEST", 5)
+        old = Store.open(target)
+    assert old.schema_version() == 5
+    _record(old, "m1", NOW, auto_reply=1)
+    _record(old, "m2", NOW)
+    old.mark_bounce("m2", "hard")
+    old.close()
+    s = Store.open(target)
+    try:
+        assert (s.migrated_from, s.schema_version()) == (5, migrations.LATEST)
+        assert s.count_auto_replies(1, "seller_to_buyer", NOW - timedelta(days=1)) == 1
+        assert s.count_hard_bounces("b1", NOW - timedelta(days=30)) == 1
+    finally:
+        s.close()
