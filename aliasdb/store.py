@@ -25,7 +25,7 @@ import sqlite_utils
 from aliasdb import migrations
 from aliasdb.checkpoint import WalCheckpointer
 from aliasdb.dialects import BUSY_TIMEOUT_MS, Backend, connect
-from aliasdb.models import Alias, Buyer, Order, Pair, Seller
+from aliasdb.models import Alias, Buyer, Order, Pair, Recipient, Seller
 from aliasdb.tokens import alias_token, new_secret
 
 __all__ = ["BUSY_TIMEOUT_MS", "ORDER_STATUSES", "Conflict", "NotFound", "Store",
@@ -357,6 +357,48 @@ class Store:
     def resolve_alias(self, token: str) -> Alias | None:
         row = self._one(self._RESOLVE, token)
         return None if row is None else self._alias(row)
+
+    # The RCPT look-up in one statement: the alias by token (one probe, schema 5), the
+    # newest token of each side if live (two probes of aliases_pair, for the rewrite), the
+    # seller, the buyer, and one row per address the seller has on file (none: one row).
+    _NEWEST_LIVE = ("(SELECT CASE WHEN x.revoked_at IS NULL THEN x.token END FROM aliases x"
+                    " WHERE x.pair_id = a.pair_id AND x.role = '{}'"
+                    " ORDER BY x.generation DESC LIMIT 1)")
+    _RECIPIENT = (
+        "SELECT a.token, a.role, a.revoked_at, a.pair_id, a.seller_id, a.buyer_id,"
+        f" {_NEWEST_LIVE.format('buyer')} AS buyer_token,"
+        f" {_NEWEST_LIVE.format('seller')} AS seller_token,"
+        " s.id AS s_id, s.name AS s_name, s.inbox, s.buyer_messages, s.fulfilment,"
+        " s.suspended_at, b.id AS b_id, b.address AS b_address, b.name AS b_name,"
+        " b.opted_out_at, b.bouncing_since, p.address AS sender, p.status AS sender_status"
+        " FROM aliases a LEFT JOIN sellers s ON s.id = a.seller_id"
+        " LEFT JOIN buyers b ON b.id = a.buyer_id"
+        " LEFT JOIN senders p ON p.seller_id = a.seller_id"
+        " WHERE a.token = ?")
+
+    def recipient(self, token: str) -> Recipient | None:
+        """An alias with what a message to it needs: its pair's live tokens, the seller
+        with every address on file, the buyer and the seller's enabled senders."""
+        rows = self._all(self._RECIPIENT, token)
+        if not rows:
+            return None
+        row = rows[0]
+        tokens = None
+        if row["buyer_token"] is not None and row["seller_token"] is not None:
+            tokens = {"buyer": row["buyer_token"], "seller": row["seller_token"]}
+        alias = Alias(row["token"], Pair(row["pair_id"], row["seller_id"], row["buyer_id"]),
+                      row["role"], row["revoked_at"] is not None, tokens)
+        senders = [(r["sender"], r["sender_status"]) for r in rows if r["sender"] is not None]
+        seller = buyer = None
+        if row["s_id"] is not None:
+            seller = Seller(row["s_id"], row["s_name"], row["inbox"],
+                            bool(row["buyer_messages"]), row["fulfilment"],
+                            _dt(row["suspended_at"]), frozenset(a for a, _ in senders))
+        if row["b_id"] is not None:
+            buyer = Buyer(row["b_id"], row["b_address"], row["b_name"],
+                          row["opted_out_at"] is not None, row["bouncing_since"] is not None)
+        return Recipient(alias, seller, buyer,
+                         frozenset(a for a, status in senders if status == "enabled"))
 
     def alias_of_pair(self, pair_id: int, role: str) -> Alias | None:
         """The newest alias of one side of a pair, revoked or not."""

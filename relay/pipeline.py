@@ -162,12 +162,15 @@ class Pipeline:
     def _plan(self, ctx: Context, msg: Message, threads: list[dict], relay_msgid: str,
               to_service: bool = False) -> tuple[RewritePlan, str]:
         pair = ctx.alias.pair
-        tokens = self.store.aliases(pair)
+        # the RCPT look-up read both live tokens; a side without one gets it from the store
+        tokens = ctx.alias.pair_tokens or self.store.aliases(pair)
         seller_alias = f"{tokens['seller']}@{self.alias_domain}"
         buyer_alias = f"{tokens['buyer']}@{self.alias_domain}"
         seller, buyer = ctx.seller, ctx.buyer
         # every address the seller has on file, blocked ones too: all are theirs
-        seller_real = set(self.store.sender_addresses(seller.id))
+        addresses = seller.addresses
+        seller_real = set(self.store.sender_addresses(seller.id) if addresses is None
+                          else addresses)
         if seller.inbox:
             seller_real.add(seller.inbox)
         if ctx.direction == SELLER_TO_BUYER:

@@ -1,5 +1,5 @@
-"""The per-message statements of the store, on both engines: the partial indexes
-(schema 6) still find what they index."""
+"""The per-message statements of the store, on both engines: the folded look-ups read what
+the separate ones read, and the partial indexes (schema 6) still find what they index."""
 
 from __future__ import annotations
 
@@ -25,8 +25,61 @@ def target(request, tmp_path) -> str:
 def store(target) -> Iterator[Store]:
     s = Store.open(target)
     s.ensure_secret()
+    s.add_seller("s1", "Shop One", "inbox@seller.example")
+    s.add_seller("s2", "Shop Two")  # no senders, no inbox
+    s.add_buyer("b1", "jane@buyer.example", "Jane")
+    s.set_sender("s1", "shop@seller.example", "enabled")
+    s.set_sender("s1", "old@seller.example", "blocked")
+    s.set_sender("s1", "desk@seller.example", "enabled")
     yield s
     s.close()
+
+
+def _separately(s: Store, token: str) -> tuple:
+    """What the RCPT look-up and the rewrite read before they were one statement."""
+    alias = s.resolve_alias(token)
+    pair = alias.pair
+    return (alias, s.find_seller(pair.seller_id), s.find_buyer(pair.buyer_id),
+            s.enabled_senders(pair.seller_id), frozenset(s.sender_addresses(pair.seller_id)))
+
+
+def test_recipient_reads_what_the_separate_look_ups_read(store):
+    pair = store.pair("s1", "b1")
+    tokens = store.aliases(pair)
+    for role in ("buyer", "seller"):
+        found = store.recipient(tokens[role])
+        alias, seller, buyer, enabled, addresses = _separately(store, tokens[role])
+        assert (found.alias, found.seller, found.buyer) == (alias, seller, buyer)
+        assert found.enabled_senders == enabled == {"shop@seller.example",
+                                                    "desk@seller.example"}
+        assert found.seller.addresses == addresses == enabled | {"old@seller.example"}
+        assert found.alias.pair_tokens == tokens
+        # the extras do not make a record unequal to one read without them
+        assert found.alias == store.alias_of_pair(pair.id, role)
+        assert found.seller == store.seller("s1")
+    assert store.recipient("no-such-token") is None
+
+
+def test_recipient_of_a_seller_without_senders(store):
+    pair = store.pair("s2", "b1")
+    found = store.recipient(store.aliases(pair)["seller"])
+    assert found.seller == store.seller("s2")
+    assert found.seller.addresses == found.enabled_senders == frozenset()
+    assert found.buyer == store.buyer("b1")
+
+
+def test_recipient_leaves_a_revoked_side_to_the_store(store):
+    pair = store.pair("s1", "b1")
+    tokens = store.aliases(pair)
+    store.revoke_alias(tokens["seller"])
+    found = store.recipient(tokens["buyer"])
+    assert not found.alias.revoked
+    assert found.alias.pair_tokens is None  # the rewrite asks store.aliases, which reissues
+    fresh = store.aliases(pair)
+    assert fresh["buyer"] == tokens["buyer"] and fresh["seller"] != tokens["seller"]
+    assert store.recipient(tokens["buyer"]).alias.pair_tokens == fresh
+    revoked = store.recipient(tokens["seller"])
+    assert revoked.alias.revoked and revoked.alias.pair_tokens == fresh
 
 
 def _record(store: Store, message_id: str, ts: datetime, **extra) -> None:
