@@ -456,6 +456,15 @@ class Store:
             "SELECT * FROM orders WHERE seller_id = ? AND buyer_id = ? ORDER BY id",
             pair.seller_id, pair.buyer_id))
 
+    def orders_and_reviews(self, pair: Pair) -> tuple[tuple[Order, ...], frozenset[str]]:
+        """``orders_of_pair`` and, of those, the ids ``review_requested`` names: one statement."""
+        rows = self._all(
+            "SELECT o.*, EXISTS (SELECT 1 FROM review_requests r WHERE r.order_id = o.id)"
+            " AS reviewed FROM orders o WHERE o.seller_id = ? AND o.buyer_id = ? ORDER BY o.id",
+            pair.seller_id, pair.buyer_id)
+        return (tuple(self._order(r) for r in rows),
+                frozenset(r["id"] for r in rows if r["reviewed"]))
+
     # -- message records and the threading map -----------------------------------------
 
     def record_message(self, record: dict) -> None:

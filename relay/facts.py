@@ -110,12 +110,12 @@ class Facts:
         pair = alias.pair
         answered = message_ids(msg)
         threads = self.store.thread_entries(pair, answered)
-        orders = self.store.orders_of_pair(pair)
+        orders, reviewed = self.store.orders_and_reviews(pair)
         window = ctx.now - timedelta(days=self.settings.strike_window_days)
         ctx = replace(
             ctx,
             orders=orders,
-            review_requests=self.store.review_requested(o.id for o in orders),
+            review_requests=reviewed,
             is_reply=any(t["direction"] == BUYER_TO_SELLER and t["relay_msgid"] in
                          answered for t in threads),
         )

@@ -82,6 +82,21 @@ def test_recipient_leaves_a_revoked_side_to_the_store(store):
     assert revoked.alias.revoked and revoked.alias.pair_tokens == fresh
 
 
+def test_orders_and_reviews_in_one_statement(store):
+    pair = store.pair("s1", "b1")
+    assert store.orders_and_reviews(pair) == ((), frozenset())
+    for order_id in ("o2", "o1", "o3"):
+        store.upsert_order(order_id, "s1", "b1", status="shipped")
+    store.upsert_order("o9", "s2", "b1")  # another pair's
+    store.add_review_request("o3", "m1")
+    store.add_review_request("o3", "m2")
+    store.add_review_request("o9", "m3")
+    orders, reviewed = store.orders_and_reviews(pair)
+    assert orders == store.orders_of_pair(pair)
+    assert [o.id for o in orders] == ["o1", "o2", "o3"]
+    assert reviewed == store.review_requested(o.id for o in orders) == {"o3"}
+
+
 def _record(store: Store, message_id: str, ts: datetime, **extra) -> None:
     store.record_message({
         "id": message_id, "ts": ts.isoformat(timespec="seconds"),
