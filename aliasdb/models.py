@@ -16,7 +16,7 @@ class Seller:
     suspended_at: datetime | None
     # every address on file for the seller, blocked ones too, where the look-up read them
     # (the RCPT look-up does, for the rewrite); None: not read
-    addresses: frozenset[str] | None = field(default=None, compare=False)
+    addresses: frozenset[str] | None = field(default=None, compare=False, repr=False)
 
     @property
     def suspended(self) -> bool:
@@ -59,7 +59,7 @@ class Alias:
     revoked: bool
     # the pair's live token of each side, {"buyer": ..., "seller": ...}, where the look-up
     # read them (the RCPT look-up does, for the rewrite); None: not read, or a side has none
-    pair_tokens: dict[str, str] | None = field(default=None, compare=False)
+    pair_tokens: dict[str, str] | None = field(default=None, compare=False, repr=False)
 
 
 @dataclass(frozen=True)

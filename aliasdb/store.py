@@ -15,22 +15,24 @@ what every node reads for its next message.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
 from aliasdb import migrations
 from aliasdb.checkpoint import WalCheckpointer
 from aliasdb.dialects import BUSY_TIMEOUT_MS, Backend, connect
+from aliasdb.group import GroupCommit
 from aliasdb.models import Alias, Buyer, Order, Pair, Recipient, Seller
 from aliasdb.tokens import alias_token, new_secret
 
 __all__ = ["BUSY_TIMEOUT_MS", "ORDER_STATUSES", "Conflict", "NotFound", "Store",
            "database_target", "open_store"]
 
+T = TypeVar("T")
 ORDER_STATUSES = ("pending", "shipped", "completed", "cancelled")
 
 
@@ -70,6 +72,7 @@ class Store:
         self._run = backend.run
         self._returning = backend.returning
         self._secret: str | None = None
+        self._group: GroupCommit | None = None
         self.migrated_from: int | None = None  # the schema version found by ``open``
 
     @classmethod
@@ -140,6 +143,13 @@ class Store:
         only where written, so readers (the relay's look-ups) never wait for it.
         """
         return self.backend.transaction()
+
+    async def write_grouped(self, work: Callable[[], T]) -> T:
+        """``work`` in one transaction with the other writes queued in this turn of the
+        event loop (group commit, see aliasdb.group); resumes after the COMMIT."""
+        if self._group is None:
+            self._group = GroupCommit(self.backend)
+        return await self._group.run(work)
 
     # -- meta and secret ---------------------------------------------------------------
 

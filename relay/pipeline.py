@@ -112,12 +112,16 @@ class Pipeline:
             await self._tell_buyer_routed(ctx)
         reply = f"250 2.0.0 OK queued as {record_id}"
         original_msgid = (msg.get("Message-ID") or "").strip()
-        with self.store.transaction():  # one commit for the thread, effects and record
+
+        def record() -> None:  # one commit for the thread, effects and record
             if original_msgid:
                 self.store.add_thread(relay_msgid, original_msgid, ctx.alias.pair,
                                       ctx.direction, record_id)
             self._apply_effects(ctx, decision, record_id, delivered=True)
             self._finish(session, record_id, ctx, decision, reply, len(raw), started)
+
+        # shared with the messages finishing meanwhile; 250 only once it is committed
+        await self.store.write_grouped(record)
         return Outcome(reply, decision, record_id)
 
     async def _control_mail(self, session: str, record_id: str, ctx: Context, msg: Message,
