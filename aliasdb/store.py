@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -481,9 +482,7 @@ class Store:
         row = dict(record)
         row["findings"] = json.dumps(row.get("findings", []))
         row["rule_ids"] = json.dumps(row.get("rule_ids", []))
-        columns = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        self._run(f"INSERT INTO messages ({columns}) VALUES ({marks})", *row.values())
+        self._run(_insert_messages(tuple(row)), *row.values())
 
     def _message(self, row: Any) -> dict:
         out = dict(row)
@@ -672,6 +671,13 @@ class Store:
     def _check_table(table: str) -> None:
         if table not in migrations.TABLES:
             raise ValueError(f"not a table of the relay: {table}")
+
+
+@lru_cache(maxsize=64)
+def _insert_messages(columns: tuple[str, ...]) -> str:
+    # the pipeline's records always have the same keys: one text, built once
+    marks = ", ".join("?" for _ in columns)
+    return f"INSERT INTO messages ({', '.join(columns)}) VALUES ({marks})"
 
 
 def _quote(column: str) -> str:
