@@ -186,6 +186,15 @@ MIGRATIONS: list[str | dict[str, str]] = [
             ALTER COLUMN buyer_id SET NOT NULL;
         """,
     },
+    # 6: the indexes of the two rare look-ups (today's auto-replies of a conversation, a
+    # buyer's hard bounces) hold only the rows those look for. An ordinary message is in
+    # neither, so its record's commit writes two B-tree pages fewer (~20% of its WAL).
+    """
+    DROP INDEX messages_pair_auto;
+    CREATE INDEX messages_pair_auto ON messages(pair_id, direction, ts) WHERE auto_reply = 1;
+    DROP INDEX messages_buyer_bounce;
+    CREATE INDEX messages_buyer_bounce ON messages(buyer_id, bounced_at) WHERE bounce = 'hard';
+    """,
 ]
 
 # every table with data, parents before children (the order of an export and an import)

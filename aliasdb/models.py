@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 
@@ -14,6 +14,9 @@ class Seller:
     buyer_messages: bool
     fulfilment: str  # "seller" | "marketplace"
     suspended_at: datetime | None
+    # every address on file for the seller, blocked ones too, where the look-up read them
+    # (the RCPT look-up does, for the rewrite); None: not read
+    addresses: frozenset[str] | None = field(default=None, compare=False, repr=False)
 
     @property
     def suspended(self) -> bool:
@@ -54,3 +57,16 @@ class Alias:
     pair: Pair
     role: str  # "buyer" (sellers write to it) | "seller" (buyers write to it)
     revoked: bool
+    # the pair's live token of each side, {"buyer": ..., "seller": ...}, where the look-up
+    # read them (the RCPT look-up does, for the rewrite); None: not read, or a side has none
+    pair_tokens: dict[str, str] | None = field(default=None, compare=False, repr=False)
+
+
+@dataclass(frozen=True)
+class Recipient:
+    """What the RCPT look-up reads in one statement: the alias and the parties behind it."""
+
+    alias: Alias  # with pair_tokens
+    seller: Seller | None  # with addresses
+    buyer: Buyer | None
+    enabled_senders: frozenset[str]  # the seller's addresses with status enabled

@@ -15,22 +15,25 @@ what every node reads for its next message.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import UTC, datetime
+from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import sqlite_utils
 
 from aliasdb import migrations
 from aliasdb.checkpoint import WalCheckpointer
 from aliasdb.dialects import BUSY_TIMEOUT_MS, Backend, connect
-from aliasdb.models import Alias, Buyer, Order, Pair, Seller
+from aliasdb.group import GroupCommit
+from aliasdb.models import Alias, Buyer, Order, Pair, Recipient, Seller
 from aliasdb.tokens import alias_token, new_secret
 
 __all__ = ["BUSY_TIMEOUT_MS", "ORDER_STATUSES", "Conflict", "NotFound", "Store",
            "database_target", "open_store"]
 
+T = TypeVar("T")
 ORDER_STATUSES = ("pending", "shipped", "completed", "cancelled")
 
 
@@ -70,6 +73,7 @@ class Store:
         self._run = backend.run
         self._returning = backend.returning
         self._secret: str | None = None
+        self._group: GroupCommit | None = None
         self.migrated_from: int | None = None  # the schema version found by ``open``
 
     @classmethod
@@ -140,6 +144,13 @@ class Store:
         only where written, so readers (the relay's look-ups) never wait for it.
         """
         return self.backend.transaction()
+
+    async def write_grouped(self, work: Callable[[], T]) -> T:
+        """``work`` in one transaction with the other writes queued in this turn of the
+        event loop (group commit, see aliasdb.group); resumes after the COMMIT."""
+        if self._group is None:
+            self._group = GroupCommit(self.backend)
+        return await self._group.run(work)
 
     # -- meta and secret ---------------------------------------------------------------
 
@@ -358,6 +369,48 @@ class Store:
         row = self._one(self._RESOLVE, token)
         return None if row is None else self._alias(row)
 
+    # The RCPT look-up in one statement: the alias by token (one probe, schema 5), the
+    # newest token of each side if live (two probes of aliases_pair, for the rewrite), the
+    # seller, the buyer, and one row per address the seller has on file (none: one row).
+    _NEWEST_LIVE = ("(SELECT CASE WHEN x.revoked_at IS NULL THEN x.token END FROM aliases x"
+                    " WHERE x.pair_id = a.pair_id AND x.role = '{}'"
+                    " ORDER BY x.generation DESC LIMIT 1)")
+    _RECIPIENT = (
+        "SELECT a.token, a.role, a.revoked_at, a.pair_id, a.seller_id, a.buyer_id,"
+        f" {_NEWEST_LIVE.format('buyer')} AS buyer_token,"
+        f" {_NEWEST_LIVE.format('seller')} AS seller_token,"
+        " s.id AS s_id, s.name AS s_name, s.inbox, s.buyer_messages, s.fulfilment,"
+        " s.suspended_at, b.id AS b_id, b.address AS b_address, b.name AS b_name,"
+        " b.opted_out_at, b.bouncing_since, p.address AS sender, p.status AS sender_status"
+        " FROM aliases a LEFT JOIN sellers s ON s.id = a.seller_id"
+        " LEFT JOIN buyers b ON b.id = a.buyer_id"
+        " LEFT JOIN senders p ON p.seller_id = a.seller_id"
+        " WHERE a.token = ?")
+
+    def recipient(self, token: str) -> Recipient | None:
+        """An alias with what a message to it needs: its pair's live tokens, the seller
+        with every address on file, the buyer and the seller's enabled senders."""
+        rows = self._all(self._RECIPIENT, token)
+        if not rows:
+            return None
+        row = rows[0]
+        tokens = None
+        if row["buyer_token"] is not None and row["seller_token"] is not None:
+            tokens = {"buyer": row["buyer_token"], "seller": row["seller_token"]}
+        alias = Alias(row["token"], Pair(row["pair_id"], row["seller_id"], row["buyer_id"]),
+                      row["role"], row["revoked_at"] is not None, tokens)
+        senders = [(r["sender"], r["sender_status"]) for r in rows if r["sender"] is not None]
+        seller = buyer = None
+        if row["s_id"] is not None:
+            seller = Seller(row["s_id"], row["s_name"], row["inbox"],
+                            bool(row["buyer_messages"]), row["fulfilment"],
+                            _dt(row["suspended_at"]), frozenset(a for a, _ in senders))
+        if row["b_id"] is not None:
+            buyer = Buyer(row["b_id"], row["b_address"], row["b_name"],
+                          row["opted_out_at"] is not None, row["bouncing_since"] is not None)
+        return Recipient(alias, seller, buyer,
+                         frozenset(a for a, status in senders if status == "enabled"))
+
     def alias_of_pair(self, pair_id: int, role: str) -> Alias | None:
         """The newest alias of one side of a pair, revoked or not."""
         row = self._one(f"SELECT {self._ALIAS_COLUMNS} FROM aliases WHERE pair_id = ?"
@@ -414,15 +467,22 @@ class Store:
             "SELECT * FROM orders WHERE seller_id = ? AND buyer_id = ? ORDER BY id",
             pair.seller_id, pair.buyer_id))
 
+    def orders_and_reviews(self, pair: Pair) -> tuple[tuple[Order, ...], frozenset[str]]:
+        """``orders_of_pair`` and, of those, the ids ``review_requested`` names: one statement."""
+        rows = self._all(
+            "SELECT o.*, EXISTS (SELECT 1 FROM review_requests r WHERE r.order_id = o.id)"
+            " AS reviewed FROM orders o WHERE o.seller_id = ? AND o.buyer_id = ? ORDER BY o.id",
+            pair.seller_id, pair.buyer_id)
+        return (tuple(self._order(r) for r in rows),
+                frozenset(r["id"] for r in rows if r["reviewed"]))
+
     # -- message records and the threading map -----------------------------------------
 
     def record_message(self, record: dict) -> None:
         row = dict(record)
         row["findings"] = json.dumps(row.get("findings", []))
         row["rule_ids"] = json.dumps(row.get("rule_ids", []))
-        columns = ", ".join(row)
-        marks = ", ".join("?" for _ in row)
-        self._run(f"INSERT INTO messages ({columns}) VALUES ({marks})", *row.values())
+        self._run(_insert_messages(tuple(row)), *row.values())
 
     def _message(self, row: Any) -> dict:
         out = dict(row)
@@ -611,6 +671,13 @@ class Store:
     def _check_table(table: str) -> None:
         if table not in migrations.TABLES:
             raise ValueError(f"not a table of the relay: {table}")
+
+
+@lru_cache(maxsize=64)
+def _insert_messages(columns: tuple[str, ...]) -> str:
+    # the pipeline's records always have the same keys: one text, built once
+    marks = ", ".join("?" for _ in columns)
+    return f"INSERT INTO messages ({', '.join(columns)}) VALUES ({marks})"
 
 
 def _quote(column: str) -> str:

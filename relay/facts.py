@@ -8,7 +8,7 @@ from email.message import Message
 from email.utils import getaddresses
 
 from aliasdb import Store
-from aliasdb.models import Alias
+from aliasdb.models import Recipient
 from policies.context import (
     BOUNCE,
     BUYER_TO_SELLER,
@@ -73,37 +73,31 @@ class Facts:
         control = verp.parse(self.store.secret, local)
         if control is not None:
             return self._for_control(ctx, control)
-        alias = self.store.resolve_alias(local)
-        if alias is None:
+        found = self.store.recipient(local)
+        if found is None:
             return ctx
-        return self._with_pair(ctx, alias,
-                               SELLER_TO_BUYER if alias.role == "buyer" else BUYER_TO_SELLER)
+        return self._with_pair(ctx, found, SELLER_TO_BUYER if found.alias.role == "buyer"
+                               else BUYER_TO_SELLER)
 
     def _for_control(self, ctx: Context, control: verp.ControlAddress) -> Context:
         """A bounce or opt-out address: the pair it stands for, if it is genuine."""
-        alias = None
+        found = None
         if control.valid and control.kind == "bounce":
             record = self.store.find_message(control.value)
             if record is not None and record["pair_id"] is not None:
                 alias = self.store.alias_of_pair(record["pair_id"], "buyer")
+                found = None if alias is None else self.store.recipient(alias.token)
         elif control.valid:
-            alias = self.store.resolve_alias(control.value)
-        if alias is None:
+            found = self.store.recipient(control.value)
+        if found is None:
             return replace(ctx, control=replace(control, valid=False))
-        return replace(self._with_pair(ctx, alias, BOUNCE if control.kind == "bounce"
+        return replace(self._with_pair(ctx, found, BOUNCE if control.kind == "bounce"
                                        else CONTROL), control=control)
 
-    def _with_pair(self, ctx: Context, alias: Alias, direction: str) -> Context:
-        pair = alias.pair
-        seller = self.store.find_seller(pair.seller_id)
-        return replace(
-            ctx,
-            alias=alias,
-            direction=direction,
-            seller=seller,
-            buyer=self.store.find_buyer(pair.buyer_id),
-            seller_senders=self.store.enabled_senders(pair.seller_id),
-        )
+    @staticmethod
+    def _with_pair(ctx: Context, found: Recipient, direction: str) -> Context:
+        return replace(ctx, alias=found.alias, direction=direction, seller=found.seller,
+                       buyer=found.buyer, seller_senders=found.enabled_senders)
 
     def for_data(self, rcpt_ctx: Context, msg: Message) -> tuple[Context, list[dict]]:
         """The DATA-stage context and the thread-map rows the message refers to."""
@@ -116,12 +110,12 @@ class Facts:
         pair = alias.pair
         answered = message_ids(msg)
         threads = self.store.thread_entries(pair, answered)
-        orders = self.store.orders_of_pair(pair)
+        orders, reviewed = self.store.orders_and_reviews(pair)
         window = ctx.now - timedelta(days=self.settings.strike_window_days)
         ctx = replace(
             ctx,
             orders=orders,
-            review_requests=self.store.review_requested(o.id for o in orders),
+            review_requests=reviewed,
             is_reply=any(t["direction"] == BUYER_TO_SELLER and t["relay_msgid"] in
                          answered for t in threads),
         )

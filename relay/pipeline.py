@@ -113,12 +113,16 @@ class Pipeline:
             await self._tell_buyer_routed(ctx)
         reply = f"250 2.0.0 OK queued as {record_id}"
         original_msgid = (msg.get("Message-ID") or "").strip()
-        with self.store.transaction():  # one commit for the thread, effects and record
+
+        def record() -> None:  # one commit for the thread, effects and record
             if original_msgid:
                 self.store.add_thread(relay_msgid, original_msgid, ctx.alias.pair,
                                       ctx.direction, record_id)
             self._apply_effects(ctx, decision, record_id, delivered=True)
             self._finish(session, record_id, ctx, decision, reply, len(raw), started)
+
+        # shared with the messages finishing meanwhile; 250 only once it is committed
+        await self.store.write_grouped(record)
         return Outcome(reply, decision, record_id)
 
     async def _control_mail(self, session: str, record_id: str, ctx: Context, msg: Message,
@@ -163,12 +167,15 @@ class Pipeline:
     def _plan(self, ctx: Context, msg: Message, threads: list[dict], relay_msgid: str,
               to_service: bool = False) -> tuple[RewritePlan, str]:
         pair = ctx.alias.pair
-        tokens = self.store.aliases(pair)
+        # the RCPT look-up read both live tokens; a side without one gets it from the store
+        tokens = ctx.alias.pair_tokens or self.store.aliases(pair)
         seller_alias = f"{tokens['seller']}@{self.alias_domain}"
         buyer_alias = f"{tokens['buyer']}@{self.alias_domain}"
         seller, buyer = ctx.seller, ctx.buyer
         # every address the seller has on file, blocked ones too: all are theirs
-        seller_real = set(self.store.sender_addresses(seller.id))
+        addresses = seller.addresses
+        seller_real = set(self.store.sender_addresses(seller.id) if addresses is None
+                          else addresses)
         if seller.inbox:
             seller_real.add(seller.inbox)
         if ctx.direction == SELLER_TO_BUYER:
