@@ -32,9 +32,18 @@ def attachments(msg: Message) -> list[Message]:
     for part in msg.walk():
         if part.is_multipart():
             continue
-        disposition = str(part.get("Content-Disposition") or "").split(";")[0].strip().lower()
-        maintype = part.get_content_maintype()
-        if disposition == "attachment" or part.get_filename() or maintype not in ("text",):
+        if part.get_content_maintype() != "text":
+            found.append(part)
+            continue
+        disposition = part.get("Content-Disposition")
+        if disposition is None:
+            # No Content-Disposition, so the only file name is Content-Type's "name"
+            # parameter (RFC 2231 pieces included), whose key holds those letters: without
+            # them there is none, and parsing every parameter (get_filename) is skipped.
+            if "name" in str(part.get("Content-Type", "")).lower() and part.get_filename():
+                found.append(part)
+            continue
+        if str(disposition).split(";")[0].strip().lower() == "attachment" or part.get_filename():
             found.append(part)
     return found
 

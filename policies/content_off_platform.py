@@ -65,11 +65,14 @@ def _webmail_pattern(providers: tuple[str, ...]) -> re.Pattern[str]:
     return re.compile(rf"(?<![\w.-])(?:{webmail})(?![\w-])", _FLAGS)
 
 
-def screened_patterns(off: OffPlatformSettings, *compiled: re.Pattern[str]
-                      ) -> tuple[re.Pattern[str], ...]:
+def screened_patterns(*compiled: re.Pattern[str]) -> tuple[re.Pattern[str], ...]:
     """The patterns the detectors scan a whole message with, ``compiled`` (built from the
-    rules file) included: for the RE2 screen, so most messages skip most of them."""
-    return (_EMAIL, _URL, _ORDER_SPAN, _digit_run(off.phone_min_digits), *compiled)
+    rules file) included: for the RE2 screen, so most messages skip most of them.
+
+    The order-id and digit-run patterns are not screened: nearly every message names an
+    order, so the screen would rule them out almost never, and counting digits multiplied
+    the DFA states of the set that held them."""
+    return (_EMAIL, _URL, *compiled)
 
 
 def _scan(pattern: re.Pattern[str], text: str,
@@ -115,13 +118,22 @@ def _digit_run(min_digits: int) -> re.Pattern[str]:
     return re.compile(r"\d(?:\D{0,4}\d){" + str(max(min_digits - 1, 0)) + "}")
 
 
-def _phone_numbers(text: str, off: OffPlatformSettings, protected: list[tuple[int, int]],
-                   maybe: Container[re.Pattern[str]] | None = None) -> list[str]:
+@lru_cache(maxsize=8)
+def _ascii_digit_run(min_digits: int) -> re.Pattern[str]:
+    """:func:`_digit_run` for an ASCII text, where \\d is [0-9]: the same matches, and a
+    set of ASCII digits lets `re` skip to the next digit at ~2x the speed of \\d."""
+    return re.compile(r"[0-9](?:[^0-9]{0,4}[0-9]){" + str(max(min_digits - 1, 0)) + "}")
+
+
+def _phone_numbers(text: str, off: OffPlatformSettings,
+                   protected: list[tuple[int, int]]) -> list[str]:
     """Phone numbers not in a carrier's/manufacturer's context."""
     # The matcher is the costliest detector: run it only when some run of digits that is
-    # not an order id is long enough to be a phone number.
+    # not an order id is long enough to be a phone number. (Not screened by RE2: nearly
+    # every message names an order, whose digits are such a run.)
+    runs = (_ascii_digit_run if text.isascii() else _digit_run)(off.phone_min_digits)
     if not any(not any(s <= m.start() and m.end() <= e for s, e in protected)
-               for m in _scan(_digit_run(off.phone_min_digits), text, maybe)):
+               for m in runs.finditer(text)):
         return []
     # Each region's matches come in text order; a position already covered by an earlier
     # region's match is skipped (a sorted list of spans keeps this O(n log n)).
@@ -184,9 +196,7 @@ def _detect_off_platform(rules: ContentRules, text: str, reply_to: tuple[str, ..
         allowed.add(alias_domain.lower().strip("."))
     allowed_f = frozenset(allowed)
     fired: dict[str, str] = {}
-    protected: list[tuple[int, int]] = []
-    if maybe is None or _ORDER_SPAN in maybe:
-        protected += (m.span() for m in dash_anchored(_ORDER_SPAN, text))
+    protected = [m.span() for m in dash_anchored(_ORDER_SPAN, text)]
 
     for m in _scan(_EMAIL, text, maybe):
         protected.append(m.span())
@@ -225,7 +235,7 @@ def _detect_off_platform(rules: ContentRules, text: str, reply_to: tuple[str, ..
         fired.setdefault("off_platform.webmail", m.group(0))
         break
 
-    phones = _phone_numbers(text, off, protected, maybe)
+    phones = _phone_numbers(text, off, protected)
     if phones:
         fired["off_platform.phone_number"] = phones[0]
 

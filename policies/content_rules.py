@@ -130,11 +130,18 @@ class ContentRules:
     _spelled_email: re.Pattern[str] = field(repr=False, default=re.compile("(?!)"))
     _webmail: re.Pattern[str] = field(repr=False, default=re.compile("(?!)"))
     screen: Screen | None = field(repr=False, default=None)
+    # The critical rules have a screen of their own: the content policy never reads them,
+    # and only a message tagged [Important] is classified, so most messages skip their sets.
+    critical_screen: Screen | None = field(repr=False, default=None)
 
     def candidates(self, text: str) -> Candidates | None:
         """The patterns that may match ``text`` (None: no screen, try them all): those of
         the rules, the review request and the off-platform detectors."""
         return None if self.screen is None else self.screen.candidates(text)
+
+    def critical_candidates(self, text: str) -> Candidates | None:
+        """The critical rules' patterns that may match ``text`` (None: try them all)."""
+        return None if self.critical_screen is None else self.critical_screen.candidates(text)
 
     def category(self, name: str) -> Category:
         for cat in self.categories:
@@ -285,9 +292,10 @@ def _build(data: Mapping[str, Any]) -> ContentRules:
         _bare_domain=bare_domain,
         _spelled_email=spelled_email,
         _webmail=webmail,
-        screen=Screen((*(p for rule in (*rules, *critical_rules) for p in rule.patterns),
+        screen=Screen((*(p for rule in rules for p in rule.patterns),
                        *review_patterns,
-                       *screened_patterns(off, bare_domain, spelled_email, webmail))),
+                       *screened_patterns(bare_domain, spelled_email, webmail))),
+        critical_screen=Screen(p for rule in critical_rules for p in rule.patterns),
     )
 
 

@@ -44,9 +44,12 @@ _ANYTHING = r"[\s\S]"
 # a text that holds one the screen steps aside, and a pattern that holds one always runs.
 # They are the only letters the two engines case-fold differently (the tests check).
 _CASE_MISMATCH = ("\u0130", "\u0131")  # İ, ı
-# Patterns per RE2 set. One set over every pattern is fastest on a text it has seen, but
-# its DFA states are combinations of every pattern's partial matches: a new text makes new
-# ones, at ~1 ms a message, and real messages are all new. Small sets reuse their states.
+# At most this many patterns per RE2 set. One set over every pattern is fastest on a text
+# it has seen, but its DFA states are combinations of every pattern's partial matches: a
+# new text makes new ones, at ~1 ms a message, and real messages are all new. Small sets
+# reuse their states. The patterns are spread evenly over the fewest sets of at most this
+# size: each set's pass has a fixed cost (its DFA's memory is cold by the time a message
+# is screened), so a nearly empty last set costs almost as much as a full one.
 _GROUP_SIZE = 24
 # Each set's program and DFA cache: ample for 24 patterns, and bounded over many sets.
 _SET_MEMORY = 8 << 20
@@ -260,8 +263,9 @@ class Screen:
                 translated.append((pattern, flags + widen(pattern.pattern)))
             except Exception:  # Untranslatable, or a pattern widen() misreads: it runs always
                 unscreened.append(pattern)
-        for start in range(0, len(translated), _GROUP_SIZE):
-            group = translated[start:start + _GROUP_SIZE]
+        count = -(-len(translated) // _GROUP_SIZE)  # sets needed
+        for k in range(count):
+            group = translated[k * len(translated) // count:(k + 1) * len(translated) // count]
             compiled, taken = _compile_set(group)
             unscreened += (pattern for pattern, _ in group if pattern not in taken)
             if compiled is not None:

@@ -44,7 +44,7 @@ def classify(rules: ContentRules, subject: str, text: str) -> CriticalResult:
     cleaned = _TAG.sub(" ", subject)
     cleaned = re.sub(r"^\s*(?:(?:re|aw|sv|antw)\s*:\s*)+", "", cleaned, flags=re.IGNORECASE)
     prepared = prepare(cleaned, text, rules.max_text_chars)
-    maybe = rules.candidates(prepared)
+    maybe = rules.critical_candidates(prepared)
     scores = dict.fromkeys(TOPICS, 0.0)
     fired: list[str] = []
     for rule in rules.critical_rules:
