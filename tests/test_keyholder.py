@@ -116,3 +116,17 @@ def test_the_daemon_signs_through_the_keyholder_unless_told_otherwise(tmp_path):
         assert build_pipeline(on, store).signer.holder is None  # CLI: keys read in-process
     finally:
         store.close()
+
+
+@pytest.mark.skipif(not hasattr(os, "SCHED_BATCH"), reason="Linux scheduling policies")
+def test_the_child_does_not_preempt_its_worker(config):
+    holder = KeyHolder([config["dkim"]["key"]])
+
+    async def scenario() -> int:
+        await holder.start()
+        try:
+            return os.sched_getscheduler(holder.pid)
+        finally:
+            await holder.close()
+
+    assert run(scenario()) == os.SCHED_BATCH
