@@ -35,6 +35,9 @@ _REQUEST = struct.Struct(">IB32s")
 _REPLY = struct.Struct(">IBH")
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 5.0
+# A signature takes under a millisecond: a child silent this long is stuck, and is
+# replaced, rather than holding every message until the handler's data_timeout.
+SIGN_TIMEOUT_S = 10.0
 
 
 class KeyHolderError(RuntimeError):
@@ -105,8 +108,10 @@ class KeyHolder:
     """The worker's end: ``await sign(index, digest)``. The child starts with ``start``
     and again, once, at the next request after it died."""
 
-    def __init__(self, paths: Sequence[str | os.PathLike]) -> None:
+    def __init__(self, paths: Sequence[str | os.PathLike], *,
+                 sign_timeout: float = SIGN_TIMEOUT_S) -> None:
         self.paths = tuple(str(p) for p in paths)
+        self.sign_timeout = sign_timeout
         self._transport: asyncio.SubprocessTransport | None = None
         self._child: _Child | None = None
         self._next_id = 0
@@ -150,13 +155,21 @@ class KeyHolder:
                                            status=self._transport.get_returncode())
                         self._transport.close()
                     await self.start()
-        child = self._child
+        child, transport = self._child, self._transport
         ident, self._next_id = self._next_id, (self._next_id + 1) & 0xFFFFFFFF
         future = asyncio.get_running_loop().create_future()
         child.pending[ident] = future
         try:
-            self._transport.get_pipe_transport(0).write(_REQUEST.pack(ident, index, digest))
-            return await future
+            transport.get_pipe_transport(0).write(_REQUEST.pack(ident, index, digest))
+            async with asyncio.timeout(self.sign_timeout):
+                return await future
+        except TimeoutError:
+            get_logger().error("dkim.keyholder_stuck", pid=transport.get_pid(),
+                               timeout_s=self.sign_timeout)
+            child.alive = False  # the next request starts a new child at once
+            _kill(transport)  # and the requests still waiting on this one fail
+            raise KeyHolderError(f"the DKIM keyholder did not answer within "
+                                 f"{self.sign_timeout:g} s") from None
         finally:
             child.pending.pop(ident, None)
 

@@ -130,3 +130,19 @@ def test_the_child_does_not_preempt_its_worker(config):
             await holder.close()
 
     assert run(scenario()) == os.SCHED_BATCH
+
+
+def test_a_child_that_does_not_answer_is_replaced(config):
+    holder = KeyHolder([config["dkim"]["key"]], sign_timeout=0.5)
+
+    async def scenario() -> None:
+        await holder.start()
+        stuck = holder.pid
+        os.kill(stuck, signal.SIGSTOP)
+        with pytest.raises(KeyHolderError, match="did not answer"):
+            await holder.sign(0, bytes(32))
+        assert len(await holder.sign(0, bytes(32))) == 256  # from a new child
+        assert holder.starts == 2 and holder.pid != stuck
+        await holder.close()
+
+    run(scenario())
