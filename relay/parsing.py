@@ -91,6 +91,11 @@ def _text_runs(text: str) -> list[tuple[int, int]]:
     """Spans of the runs: between two lines starting with "--", after a header block."""
     if "delivery-status" in text.lower():
         return []
+    # The parser ends a line at a bare CR or LF too, where a "--" line below would not be
+    # seen: such a text (relay.wire refuses it on the way in) is parsed line by line.
+    crlf = text.count("\r\n")
+    if text.count("\r") != crlf or text.count("\n") != crlf:
+        return []
     # starts of the lines that start with "--", then the end of the text
     ends = [0] if text.startswith("--") else []
     i = text.find("\n--")

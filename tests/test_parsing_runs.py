@@ -77,6 +77,9 @@ TRICKY = {
     # a bare CR ends a line for the parser: here it hides a boundary
     "bare CR": "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\n"
                "one\r\ntwo\r--b\r\nX-A: b\r\n\r\nthree\r\nfour\r\nfive\r\n--b--\r\n",
+    # ...and before the first boundary, where the run would have started (hypothesis)
+    "bare CR before a boundary": "Content-Type: multipart/mixed; boundary=b\r\n\r"
+                                 "--b\r\nHello there,\r\nHello there,\r\n",
     # a first line that is header-like would have been a header
     "header-like first line": "Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n"
                               "X-A: b\r\n indented\r\nFrom x\r\nNote: y\r\n\r\ntext\r\n"
