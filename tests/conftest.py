@@ -116,5 +116,5 @@ def logs():
 
 
 # PostgreSQL (tests/pg.py): pg_server, the session's database (skipped without a server),
-# and pg_url, a fresh schema of it for one test
-from tests.pg import pg_server, pg_url  # noqa: E402, F401
+# pg_url, a fresh schema of it for one test, and store_target, one database per engine
+from tests.pg import pg_server, pg_url, store_target  # noqa: E402, F401

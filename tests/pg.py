@@ -108,6 +108,14 @@ def pg_url(pg_server: PgServer) -> str:
     return pg_server.new_url()
 
 
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store_target(request, tmp_path) -> str:
+    """A fresh database on each engine: an SQLite file, or a PostgreSQL schema of its own."""
+    if request.param == "sqlite":
+        return str(tmp_path / "relay.db")
+    return request.getfixturevalue("pg_url")
+
+
 def main() -> int:
     reason = unavailable()
     if reason is None:

@@ -14,16 +14,9 @@ from aliasdb import DatabaseBusy
 from aliasdb.store import Store
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def target(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "relay.db")
-    return request.getfixturevalue("pg_url")
-
-
 @pytest.fixture
-def store(target) -> Iterator[Store]:
-    s = Store.open(target)
+def store(store_target) -> Iterator[Store]:
+    s = Store.open(store_target)
     yield s
     s.close()
 
@@ -46,9 +39,9 @@ def _count_transactions(store: Store, monkeypatch) -> list[int]:
     return begun
 
 
-def test_writes_of_one_loop_turn_share_one_commit(store, target, monkeypatch):
+def test_writes_of_one_loop_turn_share_one_commit(store, store_target, monkeypatch):
     begun = _count_transactions(store, monkeypatch)
-    other = Store.open(target)  # another connection: sees only what was committed
+    other = Store.open(store_target)  # another connection: sees only what was committed
 
     async def write(message_id: str) -> str:
         def work() -> str:

@@ -14,16 +14,9 @@ from aliasdb.store import Store
 NOW = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def target(request, tmp_path) -> str:
-    if request.param == "sqlite":
-        return str(tmp_path / "relay.db")
-    return request.getfixturevalue("pg_url")
-
-
 @pytest.fixture
-def store(target) -> Iterator[Store]:
-    s = Store.open(target)
+def store(store_target) -> Iterator[Store]:
+    s = Store.open(store_target)
     s.ensure_secret()
     s.add_seller("s1", "Shop One", "inbox@seller.example")
     s.add_seller("s2", "Shop Two")  # no senders, no inbox
@@ -141,16 +134,16 @@ def test_sqlite_rare_look_ups_use_their_partial_indexes(tmp_path):
     s.close()
 
 
-def test_records_from_schema_5_keep_their_counts_through_schema_6(target, monkeypatch):
+def test_records_from_schema_5_keep_their_counts_through_schema_6(store_target, monkeypatch):
     with monkeypatch.context() as patched:
         patched.setattr(migrations, "LATEST", 5)
-        old = Store.open(target)
+        old = Store.open(store_target)
     assert old.schema_version() == 5
     _record(old, "m1", NOW, auto_reply=1)
     _record(old, "m2", NOW)
     old.mark_bounce("m2", "hard")
     old.close()
-    s = Store.open(target)
+    s = Store.open(store_target)
     try:
         assert (s.migrated_from, s.schema_version()) == (5, migrations.LATEST)
         assert s.count_auto_replies(1, "seller_to_buyer", NOW - timedelta(days=1)) == 1
