@@ -93,8 +93,12 @@ def _pieces(value: str) -> list[str]:
 def _line(name: str, pieces: list[str]) -> bytes:
     """`Name: value` CRLF, folded greedily; pieces come from _pieces or encode_words."""
     if pieces and len(name) + len(pieces) + sum(map(len, pieces)) < _MAX_LINE:
-        # fits on one line: the loop below would fold nowhere
+        # fits on one line: _folded would fold nowhere
         return f"{name}: {' '.join(pieces)}\r\n".encode("utf-8", "surrogateescape")
+    return _folded(name, pieces)
+
+
+def _folded(name: str, pieces: list[str]) -> bytes:
     out = f"{name}:"
     width = len(out)
     for piece in pieces:
