@@ -171,17 +171,15 @@ class Signer:
         Only for keys in this process; see ``fields``.
         """
         headers, body = _parse(message)
-        unsigned = self._unsigned(headers, hashlib.sha256(_CANON.canonicalize_body(body))
-                                  .digest(), timestamp)
-        return b"".join(_signed(u, u.key.sign_digest(u.digest), linesep) for u in unsigned)
+        digest = hashlib.sha256(_CANON.canonicalize_body(body)).digest()
+        return self._signed_here(headers, digest, timestamp, linesep)
 
     def sign_parts(self, head: bytes, body: Iterable[bytes | memoryview], *,
                    timestamp: int | None = None, linesep: bytes = b"\r\n") -> bytes:
         """`sign` for a message in pieces (relay.rewrite.rewrite_parts): the header block
         with its blank line, and the body's chunks, which are hashed without joining."""
         headers, _ = _parse(head)
-        unsigned = self._unsigned(headers, relaxed_body_hash(body), timestamp)
-        return b"".join(_signed(u, u.key.sign_digest(u.digest), linesep) for u in unsigned)
+        return self._signed_here(headers, relaxed_body_hash(body), timestamp, linesep)
 
     async def fields(self, head: bytes, body_digest: bytes, *, timestamp: int | None = None,
                      linesep: bytes = b"\r\n") -> bytes:
@@ -189,12 +187,19 @@ class Signer:
         is ``body_digest`` (``relay.dkim_body.relaxed_body_hash``); the private-key
         operations go to the keyholder when there is one."""
         headers, _ = _parse(head)
+        if self.holder is None:
+            return self._signed_here(headers, body_digest, timestamp, linesep)
         out = []
-        for u in self._unsigned(headers, body_digest, timestamp):
-            signature = (u.key.sign_digest(u.digest) if self.holder is None
-                         else await self.holder.sign(self.keys.index(u.key), u.digest))
-            out.append(_signed(u, signature, linesep))
+        # _unsigned keeps the order of keys, which is the keyholder's numbering too
+        for index, u in enumerate(self._unsigned(headers, body_digest, timestamp)):
+            out.append(_signed(u, await self.holder.sign(index, u.digest), linesep))
         return b"".join(out)
+
+    def _signed_here(self, headers: list, body_digest: bytes, timestamp: int | None,
+                     linesep: bytes) -> bytes:
+        """The fields, signed with the keys in this process."""
+        return b"".join(_signed(u, u.key.sign_digest(u.digest), linesep)
+                        for u in self._unsigned(headers, body_digest, timestamp))
 
     def _unsigned(self, headers: list, body_digest: bytes,
                   timestamp: int | None) -> list[_Unsigned]:
