@@ -45,6 +45,24 @@ _REPLIES = {
 READ_SIZE = 64 * 1024
 _COMMAND = object()  # the default of the wrapped readuntil: called without an argument
 _SIZE_PARAM = re.compile(r"(?:^|\s)SIZE=(\d+)(?=\s|$)", re.IGNORECASE)
+# "<local@domain>", both dot-atoms of ASCII atext (RFC 5322 3.2.3): how nearly every MAIL
+# and RCPT names its address. email's parser takes ~100 us for it; this gives the same.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+_PLAIN_ANGLE_ADDR = re.compile(rf"<({_ATOM}(?:\.{_ATOM})*@{_ATOM}(?:\.{_ATOM})*)>[ \t]*")
+
+
+def _parsed_address(arg: str) -> tuple[str | None, str]:
+    """The address a MAIL or RCPT argument names and the parameters after it, as email's
+    header parser reads them (aiosmtpd's way); (None, "") if it cannot."""
+    plain = _PLAIN_ANGLE_ADDR.match(arg)
+    if plain is not None and arg[plain.end():plain.end() + 1] != "(":  # no comment after
+        return plain.group(1), arg[plain.end():]
+    try:
+        parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
+        address, rest = parse(arg)
+    except HeaderParseError:
+        return None, ""
+    return address.addr_spec, rest
 
 
 class RelaySMTP(SMTP):
@@ -175,15 +193,12 @@ class RelaySMTP(SMTP):
         # type hint only): creating it cost more than parsing the address.
         if not arg:
             return "", ""
-        try:
-            parse = get_angle_addr if arg.lstrip().startswith("<") else get_addr_spec
-            address, rest = parse(arg)
-        except HeaderParseError:
+        address, rest = _parsed_address(arg)
+        if address is None:
             return None, None
-        addr = address.addr_spec
-        if self.local_part_limit and len(addr.rpartition("@")[0]) > self.local_part_limit:
+        if self.local_part_limit and len(address.rpartition("@")[0]) > self.local_part_limit:
             return None, None
-        return addr, rest
+        return address, rest
 
     # -- MAIL --------------------------------------------------------------------------
 
