@@ -13,6 +13,7 @@ import quopri
 import sys
 from contextlib import contextmanager
 from email import policy as email_policy
+from email.message import Message
 from email.parser import BytesParser
 from pathlib import Path
 from unittest import mock
@@ -48,6 +49,10 @@ def old_passes():
 # --------------------------------------------------------------------------------------
 # the single passes
 # --------------------------------------------------------------------------------------
+
+def test_the_space_list_is_every_other_space():
+    assert sorted(text._OTHER_SPACES) == [c for c in SPACES if c not in " \t\n\r\x0b\x0c"]
+
 
 WHITE = ("ab \t\n\r\x0b\x0c\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u200a\u2028\u2029\u202f\u3000"
          "\u200bé€")
@@ -184,6 +189,19 @@ def test_visible_text_is_the_old_one(parts, multipart):
     for parser in PARSERS:
         msg = parser(raw)
         assert text.visible_text(msg) == old.visible_text(msg)
+
+
+@given(st.sampled_from(CONTENT_TYPES[1:]) | st.text(max_size=40).map(lambda t: f"text/plain; {t}"))
+@example("text/plain; charset=\"a\\\"b\"")
+def test_content_type_is_what_the_message_says(value):
+    part = Message()
+    try:
+        part["Content-Type"] = value
+    except ValueError:
+        return
+    expected = (part.get_content_type(), part.get_content_charset())
+    assert text._content_type(part) == expected
+    assert text._content_type(part) == expected  # and from the cache
 
 
 # --------------------------------------------------------------------------------------
