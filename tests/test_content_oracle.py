@@ -50,7 +50,8 @@ def old_passes():
 # the single passes
 # --------------------------------------------------------------------------------------
 
-def test_the_space_list_is_every_other_space():
+def test_the_space_lists_are_every_space():
+    assert sorted(content_quoting._SPACES) == [c for c in SPACES if c != " "]
     assert sorted(text._OTHER_SPACES) == [c for c in SPACES if c not in " \t\n\r\x0b\x0c"]
 
 
