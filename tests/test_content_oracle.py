@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import quopri
+import re
 import sys
 from contextlib import contextmanager
 from email import policy as email_policy
@@ -22,7 +23,7 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from policies import content, content_quoting, order_reference, text
+from policies import content, content_off_platform, content_quoting, order_reference, text
 from policies.content_rules import load_rules
 from policies.context import SELLER_TO_BUYER, Context, Envelope, Settings
 from relay.parsing import parse
@@ -35,6 +36,15 @@ SPACES = [c for c in map(chr, (*range(0xD800), *range(0xE000, sys.maxunicode + 1
           if c.isspace()]
 
 
+def _old_spans(text_: str, min_digits: int):
+    """The spans the old gate of _phone_numbers scanned: [0-9] on an ASCII text, else \\d."""
+    if text_.isascii():
+        pattern = re.compile(r"[0-9](?:[^0-9]{0,4}[0-9]){" + str(max(min_digits - 1, 0)) + "}")
+    else:
+        pattern = content_off_platform._digit_run(min_digits)
+    return (m.span() for m in pattern.finditer(text_))
+
+
 @contextmanager
 def old_passes():
     """Every pass the speed work changed, as it was."""
@@ -42,7 +52,8 @@ def old_passes():
                              visible_text=old.visible_text), \
          mock.patch.multiple(content_quoting, normalize=old.normalize,
                              strip_quoted=old.strip_quoted, _flatten=old._flatten), \
-         mock.patch.object(content, "strip_quoted", old.strip_quoted):
+         mock.patch.object(content, "strip_quoted", old.strip_quoted), \
+         mock.patch.object(content_off_platform, "_digit_run_spans", _old_spans):
         yield
 
 
@@ -102,6 +113,15 @@ LINES = ["> quoted", "  > quoted", ">", " \t>x", "a > b", "On Mon, Jo wrote:",
 def test_strip_quoted_is_the_old_one(lines, newline, trailing):
     text_ = newline.join(lines) + (newline if trailing else "")
     assert content_quoting.strip_quoted(text_) == old.strip_quoted(text_)
+
+
+@given(st.text(alphabet=st.sampled_from("0123456789 -+().a\n") | st.sampled_from("\u0660\uff11é"),
+               max_size=60), st.integers(1, 12))
+@example("1abcd2", 2)
+@example("07700 (900) 1 2 3", 9)
+@example("1-2--3---4----5-----6", 3)
+def test_digit_run_spans_are_the_old_ones(text_, n):
+    assert list(content_off_platform._digit_run_spans(text_, n)) == list(_old_spans(text_, n))
 
 
 # --------------------------------------------------------------------------------------
