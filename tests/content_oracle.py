@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from email.message import Message
+from typing import Any
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
@@ -149,3 +150,13 @@ def unprotected_digit_run(text: str, min_digits: int, protected: list[tuple[int,
     runs = ascii_run if text.isascii() else _digit_run(min_digits)
     return any(not any(s <= m.start() and m.end() <= e for s, e in protected)
                for m in runs.finditer(text))
+
+
+def rule_matches(rules: Any, prepared: str, maybe: Any) -> dict[str, str]:
+    """The rule loop of policies.content.evaluate: every rule asked in turn."""
+    matches: dict[str, str] = {}
+    for rule in rules.rules:
+        hit = rule.first_match(prepared, maybe)
+        if hit is not None:
+            matches[rule.id] = hit
+    return matches

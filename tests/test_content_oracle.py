@@ -47,12 +47,14 @@ def _old_spans(text_: str, min_digits: int):
 
 @contextmanager
 def old_passes():
-    """Every pass the speed work changed, as it was."""
+    """Every pass the speed work changed, as it was. (evaluate tries every rule when the
+    screen cannot rule out all of their patterns at once: -1 is no pattern's id.)"""
     with mock.patch.multiple(text, _render=old._render, _tidy=old._tidy,
                              visible_text=old.visible_text), \
          mock.patch.multiple(content_quoting, normalize=old.normalize,
                              strip_quoted=old.strip_quoted, _flatten=old._flatten), \
          mock.patch.object(content, "strip_quoted", old.strip_quoted), \
+         mock.patch.object(content, "_rule_patterns", lambda rules: frozenset({-1})), \
          mock.patch.object(content_off_platform, "_digit_run_spans", _old_spans):
         yield
 
@@ -261,6 +263,25 @@ def _outputs(raw: bytes) -> list[object]:
                       from_addresses=("shop@seller.example",), is_reply=is_reply)
         out += [content.check(ctx), order_reference.check(ctx), ctx.named_orders]
     return out
+
+
+def _corpus_sentences() -> list[str]:
+    sentences = ["Use code WELCOME10 at checkout.", "Here is your code: SAVE20", "20% off today!",
+                 "Please cancel the order.", "Leave us a 5-star review.", "DM me on Instagram."]
+    for raw in _corpus():
+        msg = parse(raw)
+        prepared = content_quoting.prepare(text.decoded_subject(msg), text.visible_text(msg))
+        sentences += re.split(r"(?<=[.!?]) ", prepared)
+    return sentences
+
+
+def test_evaluate_asks_the_rules_as_before_on_each_corpus_sentence():
+    # one sentence at a time: many give a single rule a candidate pattern
+    rule_ids = {rule.id for rule in RULES.rules}
+    for sentence in _corpus_sentences():
+        result = content.evaluate(RULES, "", sentence, is_reply=False)
+        fired = {k: v for k, v in result.matches.items() if k in rule_ids}
+        assert fired == old.rule_matches(RULES, sentence, RULES.candidates(sentence))
 
 
 def _assert_as_old(raw: bytes) -> None:
