@@ -20,7 +20,7 @@ from policies.content_quoting import (
     _ORIGINAL,
     _OUTLOOK_HEADER,
     _OUTLOOK_NEXT,
-    _QUOTE_CHARS,
+    _QUOTES,
 )
 from policies.text import _BLOCK, _CELL, _INVISIBLE, _MAX_DEPTH, _is_attachment
 
@@ -118,6 +118,9 @@ def visible_text(msg: Message) -> str:
             continue
         parts.append(text.replace("\r\n", "\n").replace("\r", "\n"))
     return "\n".join(parts)
+
+
+_QUOTE_CHARS = str.maketrans(_QUOTES)
 
 
 def normalize(text: str) -> str:

@@ -85,6 +85,16 @@ def test_flatten_and_normalize_are_the_old_ones_on_any_text(text_):
     assert content_quoting.normalize(text_) == old.normalize(text_)
 
 
+QUOTES = "".join(content_quoting._QUOTES) + "'\"-\u00b4\u2033\uff02\u02bc\u201f\u2010\u2011\u2012"
+NFKC = "ﬁＦ²½e\u0301\u212b\u1e9b\u0323\uac00\u1100\u1161é€😀\u2028\u3000 a"
+
+
+@settings(max_examples=500)
+@given(st.text(alphabet=st.sampled_from(QUOTES + NFKC), max_size=40))
+def test_normalize_is_the_old_one_on_quotes_and_compatibility_forms(text_):
+    assert content_quoting.normalize(text_) == old.normalize(text_)
+
+
 @given(st.text(alphabet=st.characters(max_codepoint=127)))
 def test_normalize_leaves_ascii_as_it_is(text_):
     assert content_quoting.normalize(text_) == old.normalize(text_) == text_
@@ -296,8 +306,9 @@ def test_the_policy_answers_as_before_on_the_corpus(index):
     _assert_as_old(_corpus()[index])
 
 
-def test_the_policy_answers_as_before_on_the_benchmark_message():
-    _assert_as_old(_bench_message())
+@pytest.mark.parametrize("accent", [b"", "\u2019 caf\u00e9 \u20ac5\u00a0".encode()])
+def test_the_policy_answers_as_before_on_the_benchmark_message(accent):
+    _assert_as_old(_bench_message().replace(b"Thank you", b"Thank you" + accent))
 
 
 @settings(max_examples=60, deadline=None)
