@@ -15,8 +15,11 @@ def decoded_subject(msg: Message) -> str:
     raw = msg.get("Subject")
     if raw is None:
         return ""
+    subject = str(raw)
+    if "=?" not in subject:
+        return subject  # no encoded word: decode_header and make_header give it back as is
     try:
-        return str(make_header(decode_header(str(raw))))
+        return str(make_header(decode_header(subject)))
     except (ValueError, LookupError, UnicodeError):
         return str(raw)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from email.header import decode_header, make_header
 from email.message import Message
 from typing import Any
 
@@ -23,6 +24,16 @@ from policies.content_quoting import (
     _QUOTES,
 )
 from policies.text import _BLOCK, _CELL, _INVISIBLE, _MAX_DEPTH, _is_attachment
+
+
+def decoded_subject(msg: Message) -> str:
+    raw = msg.get("Subject")
+    if raw is None:
+        return ""
+    try:
+        return str(make_header(decode_header(str(raw))))
+    except (ValueError, LookupError, UnicodeError):
+        return str(raw)
 
 
 def _decode_payload(part: Message) -> str:

@@ -50,7 +50,7 @@ def old_passes():
     """Every pass the speed work changed, as it was. (evaluate tries every rule when the
     screen cannot rule out all of their patterns at once: -1 is no pattern's id.)"""
     with mock.patch.multiple(text, _render=old._render, _tidy=old._tidy,
-                             visible_text=old.visible_text), \
+                             visible_text=old.visible_text, decoded_subject=old.decoded_subject), \
          mock.patch.multiple(content_quoting, normalize=old.normalize,
                              strip_quoted=old.strip_quoted, _flatten=old._flatten), \
          mock.patch.object(content, "strip_quoted", old.strip_quoted), \
@@ -222,6 +222,20 @@ def test_visible_text_is_the_old_one(parts, multipart):
     for parser in PARSERS:
         msg = parser(raw)
         assert text.visible_text(msg) == old.visible_text(msg)
+
+
+SUBJECT_PIECES = ["Your order", " ", "  ", "\t", "\r\n ", "=?", "?=", "=?utf-8?q?caf=C3=A9?=",
+                  "=?UTF-8?B?Y2Fmw6k=?=", "=?iso-8859-1?q?=E9?=", "=?bogus?q?x?=", "=?utf-8?x?y?=",
+                  "=?utf-8?b?!!?=", "é", "€", "123-0012345-0012345", "[Important]", "Re:"]
+
+
+@settings(max_examples=300)
+@given(st.lists(st.sampled_from(SUBJECT_PIECES), max_size=8), st.sampled_from(PARSERS),
+       st.sampled_from(["utf-8", "latin-1"]))
+def test_decoded_subject_is_the_old_one(pieces, parser, charset):
+    raw = b"Subject: " + "".join(pieces).encode(charset, "replace") + b"\r\n\r\nbody\r\n"
+    msg = parser(raw)
+    assert text.decoded_subject(msg) == old.decoded_subject(msg)
 
 
 @given(st.sampled_from(CONTENT_TYPES[1:]) | st.text(max_size=40).map(lambda t: f"text/plain; {t}"))
