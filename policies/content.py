@@ -33,6 +33,7 @@ from policies.content_rules import (
     ContentRules,
     load_rules,
 )
+from policies.content_screen import pattern_ids
 from policies.context import Context
 from policies.text import order_ids
 from policies.verdict import Effect, Verdict, note, reject, tempfail
@@ -77,11 +78,13 @@ def evaluate(rules: ContentRules, subject: str, text: str, *,
     maybe = rules.candidates(prepared)
     matches: dict[str, str] = {}
     scores = {c.name: 0.0 for c in rules.categories}
-    for rule in rules.rules:
-        hit = rule.first_match(prepared, maybe)
-        if hit is not None:
-            matches[rule.id] = hit
-            scores[rule.group] += rule.weight
+    # Most messages give no rule a candidate pattern: one test for all, not one per rule.
+    if maybe is None or maybe.any_of(_rule_patterns(rules)):
+        for rule in rules.rules:
+            hit = rule.first_match(prepared, maybe)
+            if hit is not None:
+                matches[rule.id] = hit
+                scores[rule.group] += rule.weight
     for detector, hit in _detect_off_platform(rules, prepared, tuple(reply_to),
                                               frozenset(senders), alias_domain, maybe).items():
         matches[detector] = hit
@@ -111,6 +114,13 @@ def evaluate(rules: ContentRules, subject: str, text: str, *,
                          review is not None, matches)
 
 
+@lru_cache(maxsize=8)
+def _rule_patterns(rules: ContentRules) -> frozenset[int]:
+    """Every pattern of the rules, as :meth:`Candidates.any_of` takes them: a rule can
+    only match when the screen left one of its patterns."""
+    return pattern_ids(p for rule in rules.rules for p in rule.patterns)
+
+
 def _message_orders(ctx: Context) -> list[str]:
     ids = order_ids(ctx.subject, strip_quoted(ctx.text) if ctx.is_reply else ctx.text)
     if not ids and len(ctx.orders) == 1:
@@ -121,13 +131,15 @@ def _message_orders(ctx: Context) -> list[str]:
 def _as_delivered(ctx: Context, text: str) -> str:
     """The text as the buyer will read it: the parties' own addresses are aliases by then,
     so a seller signing with their own address is not sending the buyer off-platform."""
+    if "@" not in text:
+        return text  # most texts: no address to replace
     parties = {*ctx.seller_senders, ctx.envelope.mail_from, *ctx.from_addresses}
     if ctx.seller is not None and ctx.seller.inbox:
         parties.add(ctx.seller.inbox)
     if ctx.buyer is not None:
         parties.add(ctx.buyer.address)
     parties.discard("")
-    if not parties or "@" not in text:
+    if not parties:
         return text
     return _parties_pattern(frozenset(parties)).sub(f"alias@{ctx.settings.alias_domain}", text)
 

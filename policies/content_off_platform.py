@@ -118,11 +118,26 @@ def _digit_run(min_digits: int) -> re.Pattern[str]:
     return re.compile(r"\d(?:\D{0,4}\d){" + str(max(min_digits - 1, 0)) + "}")
 
 
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+
+
 @lru_cache(maxsize=8)
-def _ascii_digit_run(min_digits: int) -> re.Pattern[str]:
-    """:func:`_digit_run` for an ASCII text, where \\d is [0-9]: the same matches, and a
-    set of ASCII digits lets `re` skip to the next digit at ~2x the speed of \\d."""
-    return re.compile(r"[0-9](?:[^0-9]{0,4}[0-9]){" + str(max(min_digits - 1, 0)) + "}")
+def _zero_run(min_digits: int) -> re.Pattern[bytes]:
+    """:func:`_digit_run` for an ASCII text whose every digit was made "0"."""
+    return re.compile(rb"0(?:[^0]{0,4}0){" + str(max(min_digits - 1, 0)).encode() + rb"}")
+
+
+def _digit_run_spans(text: str, min_digits: int) -> Iterator[tuple[int, int]]:
+    """The spans of ``_digit_run(min_digits).finditer(text)``.
+
+    On an ASCII text (\\d is [0-9] there) the digits are made "0" first, by a bytes
+    translation that keeps every position: a pattern that starts with a literal lets `re`
+    skip to the next digit with memchr, where a set costs a test per character, so the
+    same scan is several times cheaper."""
+    if text.isascii():
+        zeros = text.encode("ascii").translate(_DIGITS_TO_ZERO)
+        return (m.span() for m in _zero_run(min_digits).finditer(zeros))
+    return (m.span() for m in _digit_run(min_digits).finditer(text))
 
 
 def _phone_numbers(text: str, off: OffPlatformSettings,
@@ -131,9 +146,8 @@ def _phone_numbers(text: str, off: OffPlatformSettings,
     # The matcher is the costliest detector: run it only when some run of digits that is
     # not an order id is long enough to be a phone number. (Not screened by RE2: nearly
     # every message names an order, whose digits are such a run.)
-    runs = (_ascii_digit_run if text.isascii() else _digit_run)(off.phone_min_digits)
-    if not any(not any(s <= m.start() and m.end() <= e for s, e in protected)
-               for m in runs.finditer(text)):
+    if all(any(s <= start and end <= e for s, e in protected)
+           for start, end in _digit_run_spans(text, off.phone_min_digits)):
         return []
     # Each region's matches come in text order; a position already covered by an earlier
     # region's match is skipped (a sorted list of spans keeps this O(n log n)).

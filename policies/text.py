@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterator
 from email.header import decode_header, make_header
 from email.message import Message
+from functools import lru_cache
 
 from selectolax.lexbor import LexborHTMLParser, LexborNode
 
@@ -14,13 +15,16 @@ def decoded_subject(msg: Message) -> str:
     raw = msg.get("Subject")
     if raw is None:
         return ""
+    subject = str(raw)
+    if "=?" not in subject:
+        return subject  # no encoded word: decode_header and make_header give it back as is
     try:
-        return str(make_header(decode_header(str(raw))))
+        return str(make_header(decode_header(subject)))
     except (ValueError, LookupError, UnicodeError):
         return str(raw)
 
 
-def _decode_payload(part: Message) -> str:
+def _decode_payload(part: Message, charset: str | None) -> str:
     """A leaf part's payload as text: transfer encoding undone, then the declared charset.
 
     An unknown or wrong charset falls back to utf-8 with replacement characters, so a
@@ -31,11 +35,31 @@ def _decode_payload(part: Message) -> str:
         payload = b""
     if isinstance(payload, str):  # defensive: some parsers hand back str for 8bit bodies
         return payload
-    charset = part.get_content_charset() or "utf-8"
     try:
-        return payload.decode(charset, errors="replace")
+        return payload.decode(charset or "utf-8", errors="replace")
     except (LookupError, UnicodeError):
         return payload.decode("utf-8", errors="replace")
+
+
+def _content_type(part: Message) -> tuple[str, str | None]:
+    """``part.get_content_type()`` and ``part.get_content_charset()``.
+
+    Both read only the first Content-Type value, and parsing its parameters is most of
+    what reading a part costs; the values repeat from message to message, so each is
+    parsed once. A value that is not a plain str (a header object of another policy, or
+    one holding undecodable bytes) is parsed every time, as before.
+    """
+    value = part.get("Content-Type")
+    if type(value) is not str:
+        return part.get_content_type(), part.get_content_charset()
+    return _parsed_content_type(value)
+
+
+@lru_cache(maxsize=256)
+def _parsed_content_type(value: str) -> tuple[str, str | None]:
+    probe = Message()
+    probe["Content-Type"] = value
+    return probe.get_content_type(), probe.get_content_charset()
 
 
 # Elements whose content a reader never sees.
@@ -48,18 +72,25 @@ _BLOCK = frozenset({
     "thead", "tfoot", "caption",
 })
 _CELL = frozenset({"td", "th"})
+# What the walk passes over: invisible elements, comments, doctypes and empty text nodes
+# (selectolax names the nodes that are not elements "-text", "-comment", ...).
+_SKIP = _INVISIBLE | {"-text", "-comment", "-doctype", "-document"}
 _MAX_DEPTH = 200  # deeper nesting is flattened rather than recursed into
 
 
 def _render(node: LexborNode, out: list[str], depth: int = 0) -> None:
     for child in node.iter(include_text=True):
-        if child.is_text_node:
-            out.append(child.text_content or "")
+        # One property read for most nodes: text_content is None for all but a text node.
+        text = child.text_content
+        if text is not None:
+            out.append(text)
             continue
-        if not child.is_element_node:
-            continue  # comments and the like
-        tag = child.tag or ""
-        if tag in _INVISIBLE:
+        tag = child.tag
+        if tag is None:  # a node that is neither text nor element, or a nameless element
+            if not child.is_element_node:
+                continue
+            tag = ""
+        elif tag in _SKIP:
             continue
         if depth >= _MAX_DEPTH:
             out.append(" " + child.text(separator=" ") + " ")
@@ -91,7 +122,26 @@ def _render(node: LexborNode, out: list[str], depth: int = 0) -> None:
             out.append(" ")
 
 
-_BLANKS = re.compile(r"[ \t\r\f\v]+")
+_BLANK_LINES = re.compile(r"\n\n\n+")  # a literal start: `re` skips to it, "\n{3,}" cannot
+# What str.strip() takes from a line besides the spaces, tabs and the like that
+# _tidy has already made one " ": when none is in the text, a line's strip() is the
+# removal of the " " before or after a newline.
+_OTHER_SPACES = ("\x1c\x1d\x1e\x1f\x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005"
+                 "\u2006\u2007\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+
+
+def squeeze(text: str, spaces: str) -> str:
+    """``text`` with each run of " " and the characters of ``spaces`` made one " ".
+
+    C-level passes only, several times cheaper than a regex or a split: each character
+    of ``spaces`` is made a space, then a pass halves every run of spaces. `in` is a
+    memchr, and free for a character wider than any of the text's."""
+    for space in spaces:
+        if space in text:
+            text = text.replace(space, " ")
+    while "  " in text:
+        text = text.replace("  ", " ")
+    return text
 
 
 def html_to_text(html: str) -> str:
@@ -112,16 +162,14 @@ def _rendered(html: str) -> str:
 
 def _tidy(text: str) -> str:
     """Blanks in a line made one space, lines stripped, at most one blank line in a row."""
-    # One pass over the text, not one per line (a run never holds a newline), and none
-    # when every run is already a single space, as in most HTML mail.
-    if "  " in text or any(ch in text for ch in "\t\r\f\v"):
-        text = _BLANKS.sub(" ", text)
-    lines: list[str] = []
-    for line in text.split("\n"):
-        line = line.strip()
-        if line or (lines and lines[-1]):  # runs of blank lines are left by nested blocks
-            lines.append(line)
-    return "\n".join(lines).strip()
+    text = squeeze(text, "\t\r\f\v")  # [ \t\r\f\v]+ made " ": no run holds a newline
+    if any(space in text for space in _OTHER_SPACES):
+        text = "\n".join(map(str.strip, text.split("\n")))
+    else:  # a line holds at most one " " at either end now
+        text = text.replace(" \n", "\n").replace("\n ", "\n")
+    if "\n\n\n" in text:
+        text = _BLANK_LINES.sub("\n\n", text)
+    return text.strip()
 
 
 def _is_attachment(part: Message) -> bool:
@@ -143,15 +191,15 @@ def visible_text(msg: Message) -> str:
     for part in msg.walk():
         if part.is_multipart():
             continue
-        ctype = part.get_content_type()
-        maintype = part.get_content_maintype()
+        ctype, charset = _content_type(part)
+        maintype = ctype.split("/")[0]
         # Any text/* leaf is read (text/plain, text/html, and odd ones a client may still
         # show), and so is a "multipart" or "message" leaf: a container the parser could
         # not split, whose raw text a lenient client may display. Other types (PDF,
         # images, ...) are attachments with no readable text here.
         if maintype not in ("text", "multipart", "message"):
             continue
-        text = _decode_payload(part)
+        text = _decode_payload(part, charset)
         if ctype == "text/html":
             text = html_to_text(text)
         elif _is_attachment(part) and not text.strip():

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from policies.content_off_platform import _ORDER_SPAN, _ascii_digit_run, _digit_run
+from policies.content_off_platform import _ORDER_SPAN, _digit_run, _digit_run_spans
 from policies.content_quoting import prepare
 from policies.content_rules import load_rules
 from policies.critical import classify
@@ -69,8 +69,7 @@ def test_critical_screen_equals_every_pattern_run_on_the_corpus():
 @settings(max_examples=500, deadline=None)
 @given(st.text(alphabet=st.sampled_from("0123456789 -+().abc\n\u0660\u0966\uff11"),
                max_size=60))
-def test_the_ascii_digit_run_finds_what_the_unicode_one_does(text):
-    n = RULES.off_platform.phone_min_digits
-    if text.isascii():
-        assert ([m.span() for m in _ascii_digit_run(n).finditer(text)]
+def test_the_digit_run_spans_are_what_the_unicode_pattern_finds(text):
+    for n in (RULES.off_platform.phone_min_digits, 1, 5):
+        assert (list(_digit_run_spans(text, n))
                 == [m.span() for m in _digit_run(n).finditer(text)])
