@@ -149,12 +149,15 @@ class Store:
         """
         return self.backend.transaction()
 
-    async def write_grouped(self, work: Callable[[], T]) -> T:
+    async def write_grouped(self, work: Callable[[], T],
+                            then: Callable[[], Any] | None = None) -> T:
         """``work`` in one transaction with the other writes queued in this turn of the
-        event loop (group commit, see aliasdb.group); resumes after the COMMIT."""
+        event loop (group commit, see aliasdb.group), then ``then``; resumes after the
+        COMMIT. ``work`` makes store calls only, and may run twice: what else its caller
+        does with the writes made (a log line) belongs in ``then``, which runs once."""
         if self._group is None:
             self._group = GroupCommit(self.backend)
-        return await self._group.run(work)
+        return await self._group.run(work, then)
 
     # -- meta and secret ---------------------------------------------------------------
 

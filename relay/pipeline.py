@@ -117,6 +117,7 @@ class Pipeline:
             await self._tell_buyer_routed(ctx)
         reply = f"250 2.0.0 OK queued as {record_id}"
         original_msgid = (msg.get("Message-ID") or "").strip()
+        event: dict = {}
 
         def record() -> None:  # one commit for the thread, effects and record
             if original_msgid:
@@ -124,10 +125,13 @@ class Pipeline:
                                       ctx.direction, record_id)
             if effects:
                 self._apply_effects(ctx, effects, record_id, delivered=True)
-            self._finish(session, record_id, ctx, decision, reply, len(raw), started)
+            row, logged = self._decided(session, record_id, ctx, decision, reply, len(raw),
+                                        started)
+            self.store.add_message(row)
+            event.update(logged)  # the group may run this again: the log takes the last
 
         # shared with the messages finishing meanwhile; 250 only once it is committed
-        await self.store.write_grouped(record)
+        await self.store.write_grouped(record, lambda: self._log(event))
         return Outcome(reply, decision, record_id)
 
     async def _control_mail(self, session: str, record_id: str, ctx: Context, msg: Message,
