@@ -15,7 +15,7 @@ what every node reads for its next message.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -30,11 +30,15 @@ from aliasdb.group import GroupCommit
 from aliasdb.models import Alias, Buyer, Order, Pair, Recipient, Seller
 from aliasdb.tokens import alias_token, new_secret
 
-__all__ = ["BUSY_TIMEOUT_MS", "ORDER_STATUSES", "Conflict", "NotFound", "Store",
+__all__ = ["BUSY_TIMEOUT_MS", "MESSAGE_COLUMNS", "ORDER_STATUSES", "Conflict", "NotFound", "Store",
            "database_target", "open_store"]
 
 T = TypeVar("T")
 ORDER_STATUSES = ("pending", "shipped", "completed", "cancelled")
+# what the relay writes of every message it records (Store.add_message), in this order
+MESSAGE_COLUMNS = ("id", "ts", "session", "direction", "pair_id", "seller_id", "buyer_id",
+                   "decision", "policy", "reason", "smtp_code", "size", "duration_ms",
+                   "findings", "rule_ids", "order_id", "auto_reply")
 
 
 class NotFound(LookupError):
@@ -145,12 +149,15 @@ class Store:
         """
         return self.backend.transaction()
 
-    async def write_grouped(self, work: Callable[[], T]) -> T:
+    async def write_grouped(self, work: Callable[[], T],
+                            then: Callable[[], Any] | None = None) -> T:
         """``work`` in one transaction with the other writes queued in this turn of the
-        event loop (group commit, see aliasdb.group); resumes after the COMMIT."""
+        event loop (group commit, see aliasdb.group), then ``then``; resumes after the
+        COMMIT. ``work`` makes store calls only, and may run twice: what else its caller
+        does with the writes made (a log line) belongs in ``then``, which runs once."""
         if self._group is None:
             self._group = GroupCommit(self.backend)
-        return await self._group.run(work)
+        return await self._group.run(work, then)
 
     # -- meta and secret ---------------------------------------------------------------
 
@@ -484,6 +491,11 @@ class Store:
         row["rule_ids"] = json.dumps(row.get("rule_ids", []))
         self._run(_insert_messages(tuple(row)), *row.values())
 
+    def add_message(self, row: Sequence[Any]) -> None:
+        """``record_message`` for the relay's own records: every value of MESSAGE_COLUMNS,
+        in that order, with findings and rule_ids already JSON text."""
+        self._run(_INSERT_MESSAGE, *row)
+
     def _message(self, row: Any) -> dict:
         out = dict(row)
         for hidden in self.backend.hidden_columns:
@@ -675,9 +687,12 @@ class Store:
 
 @lru_cache(maxsize=64)
 def _insert_messages(columns: tuple[str, ...]) -> str:
-    # the pipeline's records always have the same keys: one text, built once
+    # records of one caller always have the same keys: one text, built once
     marks = ", ".join("?" for _ in columns)
     return f"INSERT INTO messages ({', '.join(columns)}) VALUES ({marks})"
+
+
+_INSERT_MESSAGE = _insert_messages(MESSAGE_COLUMNS)
 
 
 def _quote(column: str) -> str:

@@ -6,6 +6,8 @@ from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email.message import Message
 from email.utils import getaddresses
+from functools import lru_cache
+from typing import Any
 
 from aliasdb import Store
 from aliasdb.models import Recipient
@@ -38,7 +40,16 @@ def normalize_or_raw(address: str) -> str:
 
 
 def header_addresses(msg: Message, name: str) -> tuple[str, ...]:
-    values = [str(v) for v in msg.get_all(name, [])]
+    values = msg.get_all(name)
+    if not values:
+        return ()
+    return _addresses(tuple(str(v) for v in values))
+
+
+@lru_cache(maxsize=4096)
+def _addresses(values: tuple[str, ...]) -> tuple[str, ...]:
+    # a function of the text alone, and the same senders write the same From line again
+    # and again: parsing it (email.utils) costs more than the rest of the DATA reads
     return tuple(normalize_or_raw(addr) for _, addr in getaddresses(values) if addr)
 
 
@@ -57,6 +68,12 @@ def message_ids(msg: Message) -> list[str]:
     return ids_in(msg, "In-Reply-To", "References")
 
 
+def _pair_fields(found: Recipient, direction: str) -> dict[str, Any]:
+    """The Context fields of the pair a RCPT look-up found."""
+    return {"alias": found.alias, "direction": direction, "seller": found.seller,
+            "buyer": found.buyer, "seller_senders": found.enabled_senders}
+
+
 class Facts:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
@@ -66,62 +83,66 @@ class Facts:
                  auth_seller: str | None = None, now: datetime | None = None) -> Context:
         envelope = Envelope(normalize_or_raw(mail_from), rcpt.strip().lower(), peer,
                             auth_seller)
-        ctx = Context("rcpt", envelope, self.settings, now or datetime.now(UTC))
-        if not is_local_address(envelope.rcpt_to, self.settings.alias_domain):
-            return ctx
-        local = envelope.rcpt_to.rpartition("@")[0]
-        control = verp.parse(self.store.secret, local)
-        if control is not None:
-            return self._for_control(ctx, control)
-        found = self.store.recipient(local)
-        if found is None:
-            return ctx
-        return self._with_pair(ctx, found, SELLER_TO_BUYER if found.alias.role == "buyer"
-                               else BUYER_TO_SELLER)
+        now = now or datetime.now(UTC)
+        if is_local_address(envelope.rcpt_to, self.settings.alias_domain):
+            local = envelope.rcpt_to.rpartition("@")[0]
+            control = verp.parse(self.store.secret, local)
+            if control is not None:
+                return self._for_control(Context("rcpt", envelope, self.settings, now),
+                                         control)
+            found = self.store.recipient(local)
+            if found is not None:  # the Context made once, with what the look-up found
+                direction = SELLER_TO_BUYER if found.alias.role == "buyer" else BUYER_TO_SELLER
+                return Context("rcpt", envelope, self.settings, now,
+                               **_pair_fields(found, direction))
+        return Context("rcpt", envelope, self.settings, now)
 
     def _for_control(self, ctx: Context, control: verp.ControlAddress) -> Context:
         """A bounce or opt-out address: the pair it stands for, if it is genuine."""
-        found = None
+        found = self.control_recipient(control)
+        if found is None:
+            return replace(ctx, control=replace(control, valid=False))
+        direction = BOUNCE if control.kind == "bounce" else CONTROL
+        return replace(ctx, control=control, **_pair_fields(found, direction))
+
+    def control_recipient(self, control: verp.ControlAddress) -> Recipient | None:
+        """The buyer alias a genuine bounce or opt-out address stands for, as RCPT reads it."""
         if control.valid and control.kind == "bounce":
             record = self.store.find_message(control.value)
             if record is not None and record["pair_id"] is not None:
                 alias = self.store.alias_of_pair(record["pair_id"], "buyer")
-                found = None if alias is None else self.store.recipient(alias.token)
+                return None if alias is None else self.store.recipient(alias.token)
         elif control.valid:
-            found = self.store.recipient(control.value)
-        if found is None:
-            return replace(ctx, control=replace(control, valid=False))
-        return replace(self._with_pair(ctx, found, BOUNCE if control.kind == "bounce"
-                                       else CONTROL), control=control)
-
-    @staticmethod
-    def _with_pair(ctx: Context, found: Recipient, direction: str) -> Context:
-        return replace(ctx, alias=found.alias, direction=direction, seller=found.seller,
-                       buyer=found.buyer, seller_senders=found.enabled_senders)
+            return self.store.recipient(control.value)
+        return None
 
     def for_data(self, rcpt_ctx: Context, msg: Message) -> tuple[Context, list[dict]]:
         """The DATA-stage context and the thread-map rows the message refers to."""
-        ctx = replace(rcpt_ctx, stage="data", message=msg,
-                      from_addresses=header_addresses(msg, "From"),
-                      reply_to_addresses=header_addresses(msg, "Reply-To"))
-        alias = ctx.alias
+        data = {"stage": "data", "message": msg,
+                "from_addresses": header_addresses(msg, "From"),
+                "reply_to_addresses": header_addresses(msg, "Reply-To")}
+        alias = rcpt_ctx.alias
         if alias is None or alias.revoked:
-            return ctx, []
+            return replace(rcpt_ctx, **data), []
         pair = alias.pair
         answered = message_ids(msg)
         threads = self.store.thread_entries(pair, answered)
         orders, reviewed = self.store.orders_and_reviews(pair)
-        window = ctx.now - timedelta(days=self.settings.strike_window_days)
         ctx = replace(
-            ctx,
+            rcpt_ctx, **data,
             orders=orders,
             review_requests=reviewed,
             is_reply=any(t["direction"] == BUYER_TO_SELLER and t["relay_msgid"] in
                          answered for t in threads),
         )
+        # The counts below need the subject or the headers the Context reads (and caches)
+        # first; a new Context would read them again, so they are filled in on this one,
+        # which nothing else has seen yet.
         if has_important_tag(ctx.subject):  # strikes count only against [Important] misuse
-            ctx = replace(ctx, recent_strikes=self.store.count_strikes(pair.seller_id, window))
+            window = ctx.now - timedelta(days=self.settings.strike_window_days)
+            object.__setattr__(ctx, "recent_strikes",
+                               self.store.count_strikes(pair.seller_id, window))
         if ctx.auto_reply:  # only an auto-reply is limited by how many came today
-            ctx = replace(ctx, recent_auto_replies=self.store.count_auto_replies(
+            object.__setattr__(ctx, "recent_auto_replies", self.store.count_auto_replies(
                 pair.id, ctx.direction, ctx.now - timedelta(days=1)))
         return ctx, threads

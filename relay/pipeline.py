@@ -7,17 +7,19 @@ reply line each returns. Nothing is answered 250 before delivery says the messag
 from __future__ import annotations
 
 import asyncio
+import json
 import secrets
 import time
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from email.message import Message
+from functools import lru_cache
 
 from aliasdb import Store
 from policies import chain
 from policies.context import BOUNCE, CONTROL, SELLER_TO_BUYER, Context
 from policies.loop import LOOP_HEADER
-from policies.verdict import Action, Decision, Finding, reject
+from policies.verdict import Action, Decision, Effect, Finding, reject
 from relay import verp
 from relay.control import ControlMail
 from relay.delivery import Delivery, DeliveryError
@@ -88,14 +90,16 @@ class Pipeline:
         if dkim is not None:  # a new Context computes its subject and text again
             ctx = replace(ctx, dkim=dkim)
         decision = chain.run(self.policies, ctx)
-        self._apply_effects(ctx, decision, record_id, delivered=False)
+        effects = decision.effects
+        if effects:
+            self._apply_effects(ctx, effects, record_id, delivered=False)
         if decision.action is not Action.ACCEPT:
             reply = decision.smtp_reply()
             self._finish(session, record_id, ctx, decision, reply, len(raw), started)
             return Outcome(reply, decision, record_id)
 
         relay_msgid = f"<{secrets.token_hex(12)}@{self.alias_domain}>"
-        to_service = any(e.kind == "route_customer_service" for e in decision.effects)
+        to_service = any(e.kind == "route_customer_service" for e in effects)
         plan, rcpt = self._plan(ctx, msg, threads, relay_msgid, to_service)
         bounce_to = verp.bounce_address(self.store.secret, record_id, self.alias_domain)
         try:
@@ -113,16 +117,21 @@ class Pipeline:
             await self._tell_buyer_routed(ctx)
         reply = f"250 2.0.0 OK queued as {record_id}"
         original_msgid = (msg.get("Message-ID") or "").strip()
+        event: dict = {}
 
         def record() -> None:  # one commit for the thread, effects and record
             if original_msgid:
                 self.store.add_thread(relay_msgid, original_msgid, ctx.alias.pair,
                                       ctx.direction, record_id)
-            self._apply_effects(ctx, decision, record_id, delivered=True)
-            self._finish(session, record_id, ctx, decision, reply, len(raw), started)
+            if effects:
+                self._apply_effects(ctx, effects, record_id, delivered=True)
+            row, logged = self._decided(session, record_id, ctx, decision, reply, len(raw),
+                                        started)
+            self.store.add_message(row)
+            event.update(logged)  # the group may run this again: the log takes the last
 
         # shared with the messages finishing meanwhile; 250 only once it is committed
-        await self.store.write_grouped(record)
+        await self.store.write_grouped(record, lambda: self._log(event))
         return Outcome(reply, decision, record_id)
 
     async def _control_mail(self, session: str, record_id: str, ctx: Context, msg: Message,
@@ -204,9 +213,9 @@ class Pipeline:
             references=references, replacements=replacements, extra_headers=tuple(extra))
         return plan, recipient[1]
 
-    def _apply_effects(self, ctx: Context, decision: Decision, record_id: str,
+    def _apply_effects(self, ctx: Context, effects: tuple[Effect, ...], record_id: str,
                        delivered: bool) -> None:
-        for effect in decision.effects:
+        for effect in effects:
             if effect.kind == "review_request":
                 if delivered and effect.order_id:
                     self.store.add_review_request(effect.order_id, record_id)
@@ -232,46 +241,47 @@ class Pipeline:
                 reply: str, size: int, started: float, *, record: bool = True,
                 outcome: str | None = None) -> None:
         """Record and log one decision; ``outcome`` overrides the chain's (delivery, control)."""
+        row, event = self._decided(session, record_id, ctx, decision, reply, size, started,
+                                   record=record, outcome=outcome)
+        if row is not None:
+            self.store.add_message(row)
+        self._log(event)
+
+    def _decided(self, session: str, record_id: str, ctx: Context, decision: Decision,
+                 reply: str, size: int, started: float, *, record: bool = True,
+                 outcome: str | None = None) -> tuple[tuple | None, dict]:
+        """The messages row of one decision (None: not recorded) and its log fields."""
         code = int(reply[:3])
         if outcome is None:
-            outcome = {Action.ACCEPT: "delivered", Action.REJECT: "rejected",
-                       Action.TEMPFAIL: "tempfail"}[decision.action]
-            deciding = decision.decisive.policy if decision.decisive else None
-            reason = decision.decisive.verdict.reason if decision.decisive else None
+            outcome = _OUTCOMES[decision.action]
+            decisive = decision.decisive
+            deciding = decisive.policy if decisive else None
+            reason = decisive.verdict.reason if decisive else None
         else:
             deciding = "delivery" if ctx.control is None else ctx.control.kind
             reason = reply[10:]
         pair = ctx.alias.pair if ctx.alias else None
-        fields = {
-            "id": record_id,
-            "session": session,
-            "direction": ctx.direction,
-            "pair_id": pair.id if pair else None,
-            "seller_id": pair.seller_id if pair else None,
-            "buyer_id": pair.buyer_id if pair else None,
-            "decision": outcome,
-            "policy": deciding,
-            "reason": reason,
-            "smtp_code": code,
-            "size": size,
-            "duration_ms": round((time.monotonic() - started) * 1000, 2),
-            "order_id": ctx.referenced_orders[0].id if ctx.referenced_orders else None,
-            "auto_reply": int(ctx.auto_reply),
-        }
+        duration_ms = round((time.monotonic() - started) * 1000, 2)
+        rule_ids = decision.rule_ids
         dkim = ctx.dkim.as_dict() if ctx.dkim is not None else None
+        row = None
         if record and pair is not None:
-            findings = [f.as_dict() for f in decision.findings]
-            if dkim is not None:
-                findings.insert(0, {"check": "dkim", **dkim})
-            self.store.record_message({
-                **fields, "ts": ctx.now.isoformat(timespec="seconds"),
-                "findings": findings, "rule_ids": list(decision.rule_ids)})
-        self.log.info("message.decided", msg=record_id, session=session,
-                      direction=ctx.direction, seller=fields["seller_id"],
-                      pair=fields["pair_id"], decision=outcome, policy=deciding, reason=reason,
-                      smtp_code=code, size=size, duration_ms=fields["duration_ms"],
-                      rule_ids=list(decision.rule_ids),
-                      dkim=dkim["result"] if dkim else None)
+            orders = ctx.referenced_orders
+            # in the order of MESSAGE_COLUMNS
+            row = (record_id, ctx.now.isoformat(timespec="seconds"), session, ctx.direction,
+                   pair.id, pair.seller_id, pair.buyer_id, outcome, deciding, reason, code,
+                   size, duration_ms, findings_json(decision.findings, dkim),
+                   json.dumps(list(rule_ids)) if rule_ids else "[]",
+                   orders[0].id if orders else None, int(ctx.auto_reply))
+        event = {"msg": record_id, "session": session, "direction": ctx.direction,
+                 "seller": pair.seller_id if pair else None,
+                 "pair": pair.id if pair else None, "decision": outcome, "policy": deciding,
+                 "reason": reason, "smtp_code": code, "size": size, "duration_ms": duration_ms,
+                 "rule_ids": list(rule_ids), "dkim": dkim["result"] if dkim else None}
+        return row, event
+
+    def _log(self, event: dict) -> None:
+        self.log.info("message.decided", **event)
 
     # -- dry run -----------------------------------------------------------------------
 
@@ -288,6 +298,26 @@ class Pipeline:
 
 def new_id() -> str:
     return secrets.token_hex(8)
+
+
+_OUTCOMES = {Action.ACCEPT: "delivered", Action.REJECT: "rejected",
+             Action.TEMPFAIL: "tempfail"}
+
+
+@lru_cache(maxsize=256)
+def _passed_json(policy: str) -> str:
+    return json.dumps(Finding(policy, None).as_dict())
+
+
+def findings_json(findings: tuple[Finding, ...], dkim: dict | None) -> str:
+    """The record's findings column: ``json.dumps`` of each finding's ``as_dict`` (after
+    the inbound DKIM check's, if one ran), with the text of a passing finding made once
+    per policy: most are passes, and their text depends on the policy alone."""
+    parts = [] if dkim is None else [json.dumps({"check": "dkim", **dkim})]
+    for finding in findings:
+        parts.append(_passed_json(finding.policy) if finding.verdict is None
+                     else json.dumps(finding.as_dict()))
+    return f"[{', '.join(parts)}]"  # json.dumps's own separators for a list
 
 
 def map_thread(msg: Message, threads: list[dict], direction: str) -> tuple[str | None,
