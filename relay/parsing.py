@@ -22,7 +22,14 @@ from email import policy as email_policy
 from email.message import Message
 from email.parser import BytesParser
 
-from relay.rewrite_mime import _IDENTITY_CTES, _cte, leaf_kind
+from relay.rewrite_mime import (
+    _IDENTITY_CTES,
+    _cte,
+    _raw_content_type,
+    boundary_of,
+    content_type,
+    leaf_kind,
+)
 
 Chunk = bytes | memoryview  # of a message on its way: a memoryview is one of its runs
 
@@ -119,7 +126,11 @@ def _text_runs(text: str) -> list[tuple[int, int]]:
 
 
 def _parse_text(text: str) -> Message:
-    """compat32 parse of the decoded message, its text runs parsed as placeholders."""
+    """compat32 parse of the decoded message: the common shape read directly (see
+    `_simple`), anything else by the parser, its text runs parsed as placeholders."""
+    simple = _simple(text, Message)
+    if simple is not None:
+        return simple
     spans = _text_runs(text)
     if not spans:
         return _str_parser.parsestr(text)
@@ -156,6 +167,119 @@ def _parse_text(text: str) -> Message:
     return msg
 
 
+# The common shape, read without the feedparser. The parser reads a message line by line
+# in Python; most messages are a header block and a body, or a multipart whose parts are
+# the same again, and for those the tree it builds follows from where the header blocks
+# and the boundary lines are, which C-level searches find. `_simple` builds that tree for
+# messages of this shape and gives up (None) on anything else, which the parser then
+# reads: a line the parser would take for a defect, a message/* part (delivery-status
+# blocks, attached messages), multipart/digest (its parts' default type), a bare CR or
+# LF next to a boundary line (the parser ends lines there too), two boundary lines in a
+# row, no closing boundary. Each rule below is the parser's (email.feedparser) for a
+# message of this shape; tests/test_parsing_simple.py compares the trees.
+# A header block: fields and their folds, each line ending in CRLF (".*+" is faster than
+# "[^\r\n]*+"; a CR inside a line is counted apart), and one field of it.
+_FIELDS = re.compile(r"(?:[\x21-\x39\x3b-\x7e]++:.*+(?<=\r)\n(?:[ \t].*+(?<=\r)\n)*+)*+")
+_FIELD = re.compile(r"([\x21-\x39\x3b-\x7e]++):[ \t]*+(.*+\n(?:[ \t].*+\n)*+)")
+_SIMPLE_DEPTH = 8  # deeper multiparts are left to the parser (and its explicit stack)
+
+
+def _simple(text: str, cls: type[Message]) -> Message | None:
+    """The tree compat32's parser builds from ``text`` if it is of the common shape,
+    else None. ``cls`` is the message class, as the parser's _class."""
+    try:
+        return _simple_part(text, 0, len(text), cls, 0)
+    except Exception:  # a header value email's accessors choke on: the parser decides
+        return None
+
+
+def _simple_part(text: str, start: int, end: int, cls: type[Message],
+                 depth: int) -> Message | None:
+    """The part in text[start:end]: header fields, a blank line, the body. ``end`` is
+    where the parser sees its end of file (an enclosing boundary line or the end)."""
+    if text.startswith("\r\n", start, end):
+        head_end = start  # no header fields
+    else:
+        blank = text.find("\r\n\r\n", start, end)  # the CRLF ending the first blank line
+        if blank < 0:
+            return None
+        head_end = blank + 2
+        # not all fields (a defect, or From_), or a CR the parser ends a line at
+        if (not _FIELDS.fullmatch(text, start, head_end)
+                or text.count("\r", start, head_end) != text.count("\n", start, head_end)):
+            return None
+    msg = cls()
+    # compat32's header_source_parse: value after the colon and its blanks, folds kept
+    msg._headers = [(name, value.rstrip("\r\n"))
+                    for name, value in _FIELD.findall(text, start, head_end)]
+    body = head_end + 2
+    ctype = content_type(msg)
+    maintype = ctype.partition("/")[0]
+    if maintype == "message" or ctype == "multipart/digest":
+        return None
+    if maintype != "multipart":
+        msg._payload = text[body:end]
+        return msg
+    boundary = boundary_of(_raw_content_type(msg))
+    if (not boundary or "\r" in boundary or "\n" in boundary or depth >= _SIMPLE_DEPTH
+            or str(msg.get("content-transfer-encoding", "8bit")).lower()
+            not in ("7bit", "8bit", "binary")):
+        return None
+    lines = _boundary_lines(text, body, end, "--" + boundary)
+    if lines is None or not lines or lines[0][2]:  # no start boundary
+        return None
+    first = lines[0][0]
+    # the CRLF before a boundary line is the boundary's (RFC 2046)
+    msg.preamble = text[body:first - 2] if first > body else None
+    parts = []
+    for i, (_, part_start, close) in enumerate(lines):
+        if close:
+            break
+        if i + 1 == len(lines):  # no closing boundary
+            return None
+        part_end = lines[i + 1][0]
+        if part_start == part_end:  # two boundary lines in a row: the parser skips one
+            return None
+        part = _simple_part(text, part_start, part_end, cls, depth + 1)
+        if part is None:
+            return None
+        if isinstance(part._payload, list):  # its epilogue: "" or ending in CRLF
+            part.epilogue = part.epilogue[:-2] if part.epilogue else None
+        else:
+            part._payload = part._payload[:-2]  # "" or ending in CRLF
+        parts.append(part)
+    msg._payload = parts
+    msg.epilogue = text[lines[len(parts)][1]:end]  # after the closing boundary line
+    return msg
+
+
+def _boundary_lines(text: str, start: int, end: int,
+                    sep: str) -> list[tuple[int, int, bool]] | None:
+    """(start, end with the CRLF, closing?) of each line in text[start:end] the parser
+    takes for a boundary line of ``sep``; None if a bare CR or LF next to one could make
+    the parser see other lines than these."""
+    found = []
+    i = text.find(sep, start, end)
+    while i >= 0:
+        before = text[i - 1] if i > start else "\n"
+        if before == "\r" or (before == "\n" and i > start and text[i - 2] != "\r"):
+            return None  # after a bare CR or LF: a line starts there for the parser
+        if before == "\n":
+            eol = text.find("\n", i, end)
+            line_end = end if eol < 0 else eol + 1
+            rest = text[i + len(sep):line_end]
+            if rest.endswith("\r\n"):
+                rest = rest[:-2]
+            if "\r" in rest or "\n" in rest:
+                return None
+            # the parser's boundary regex: "--" to close, then only blanks
+            close = rest.startswith("--")
+            if not (rest[2:] if close else rest).strip(" \t"):
+                found.append((i, line_end, close))
+        i = text.find(sep, i + 1, end)
+    return found
+
+
 def parse(raw: bytes | bytearray) -> Message:
     if len(raw) < MIN_RUN_BYTES:
         return _parse_text(raw.decode("ascii", "surrogateescape"))
@@ -175,7 +299,9 @@ def parse(raw: bytes | bytearray) -> Message:
         runs[token] = Run(view[start:end - 2], chars)
         last = end
     skeleton.append(view[last:])
-    msg = _part_parser.parsebytes(b"".join(skeleton))
+    data = b"".join(skeleton)
+    msg = (_simple(data.decode("ascii", "surrogateescape"), Part)
+           or _part_parser.parsebytes(data))
     _place(msg, runs, re.compile(f"({re.escape(tag)}[0-9]+X)"))
     return msg
 
