@@ -28,8 +28,9 @@ def _relaxed(chunk: bytes | memoryview) -> bytes | memoryview:
             return chunk  # base64 lines: nothing to change, and no copy
         chunk = bytes(chunk)
     # Most text has only single spaces between words: three substring searches in C tell,
-    # where the regexes would stop at every space.
-    if b"\t" not in chunk and b"  " not in chunk and b" \r\n" not in chunk:
+    # where the regexes would stop at every space. (find, not "in": bytes.__contains__
+    # first tries the needle as an int, and formats the TypeError it then drops.)
+    if chunk.find(b"\t") < 0 and chunk.find(b"  ") < 0 and chunk.find(b" \r\n") < 0:
         return chunk
     return _WSP.sub(b" ", _TRAILING_WSP.sub(b"\r\n", chunk))
 

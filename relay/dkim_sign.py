@@ -55,7 +55,14 @@ _SELECTOR = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
                        r"(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*")
 _HEADER_NAME = b"DKIM-Signature"
 _CANON = CanonicalizationPolicy.from_c_value(b"relaxed/relaxed")
+_C_VALUE = _CANON.to_c_value()
 _WSP_RUN = re.compile(rb"[\t ]+")
+_WANTED = frozenset(name.encode() for name in SIGNED_HEADERS)
+_OVERSIGNED = tuple(name.encode() for name in OVERSIGNED)
+_EOL = re.compile(rb"\r?\n")  # dkim.rfc822_parse's line split
+_FIELD_NAME = re.compile(rb"([\x21-\x7e]+?):")  # and its field name
+_PLACEHOLDER = b"0" * 60  # b= while folding the unsigned field: it gets a line of its own
+_LINE = 71  # dkim.fold's width after the first line
 
 
 class SigningError(ValueError):
@@ -92,6 +99,7 @@ class _Unsigned:
     key: SigningKey
     fields: list[tuple[bytes, bytes]]
     digest: bytes
+    folded: bytes  # the field folded with CRLF up to its b=, which starts a line; or b""
 
 
 class Signer:
@@ -178,15 +186,15 @@ class Signer:
                    timestamp: int | None = None, linesep: bytes = b"\r\n") -> bytes:
         """`sign` for a message in pieces (relay.rewrite.rewrite_parts): the header block
         with its blank line, and the body's chunks, which are hashed without joining."""
-        headers, _ = _parse(head)
-        return self._signed_here(headers, relaxed_body_hash(body), timestamp, linesep)
+        return self._signed_here(_head_fields(head), relaxed_body_hash(body), timestamp,
+                                 linesep)
 
     async def fields(self, head: bytes, body_digest: bytes, *, timestamp: int | None = None,
                      linesep: bytes = b"\r\n") -> bytes:
         """The field(s) for a header block (with its blank line) whose body's relaxed hash
         is ``body_digest`` (``relay.dkim_body.relaxed_body_hash``); the private-key
         operations go to the keyholder when there is one."""
-        headers, _ = _parse(head)
+        headers = _head_fields(head)
         if self.holder is None:
             return self._signed_here(headers, body_digest, timestamp, linesep)
         out = []
@@ -203,7 +211,7 @@ class Signer:
 
     def _unsigned(self, headers: list, body_digest: bytes,
                   timestamp: int | None) -> list[_Unsigned]:
-        include = signed_header_names(headers)
+        include = _included([name.lower() for name, _ in headers])
         signed = _selected(headers, include)
         bodyhash = base64.b64encode(body_digest)
         stamp = str(int(time.time()) if timestamp is None else int(timestamp)).encode()
@@ -216,16 +224,59 @@ def _parse(message: bytes) -> tuple[list, bytes]:
     try:
         return dkim.rfc822_parse(message)
     except (dkim.DKIMException, IndexError) as exc:  # IndexError: leading continuation
-        raise SigningError(f"cannot sign: {str(exc).splitlines()[0][:80]}") from None
+        raise _unsignable(exc) from None
+
+
+def _head_fields(head: bytes) -> list[tuple[bytes, bytes]]:
+    """The header fields of ``head`` as ``dkim.rfc822_parse(head)[0]`` has them (and
+    refused alike), without its regex per line and the body it joins: only the header
+    block of a message is parsed for its fields."""
+    try:
+        return _fields_of(head)
+    except (dkim.DKIMException, IndexError) as exc:
+        raise _unsignable(exc) from None
+
+
+def _fields_of(message: bytes) -> list[tuple[bytes, bytes]]:
+    if message.count(b"\n") == message.count(b"\r\n"):  # CRLF only: split in C
+        lines = message.split(b"\r\n")
+    else:
+        lines = _EOL.split(message)
+    headers: list[tuple[bytes, bytes]] = []
+    for line in lines:
+        if not line:  # the blank line: the body follows
+            break
+        if line[0] in (0x09, 0x20):
+            name, value = headers[-1]  # IndexError for a leading continuation, as dkimpy
+            headers[-1] = (name, value + line + b"\r\n")
+            continue
+        colon = line.find(b":", 1)
+        if colon > 0 and line[:colon].replace(b"-", b"").isalnum():  # the usual name
+            headers.append((line[:colon], line[colon + 1:] + b"\r\n"))
+            continue
+        m = _FIELD_NAME.match(line)
+        if m is not None:
+            headers.append((m.group(1), line[m.end():] + b"\r\n"))
+        elif not line.startswith(b"From "):
+            raise dkim.MessageFormatError(f"Unexpected characters in RFC822 header: {line}")
+    return headers
+
+
+def _unsignable(exc: Exception) -> SigningError:
+    return SigningError(f"cannot sign: {str(exc).splitlines()[0][:80]}")
 
 
 def signed_header_names(headers: Sequence[Sequence[bytes]]) -> list[bytes]:
     """The h= list: the relay's headers in message order, From once more (oversigned)."""
-    wanted = {name.encode() for name in SIGNED_HEADERS}
-    include = [name.lower() for name, _ in headers if name.lower() in wanted]
+    return _included([name.lower() for name, _ in headers])
+
+
+def _included(names: list[bytes]) -> list[bytes]:
+    """signed_header_names of headers with these lower-cased names."""
+    include = [name for name in names if name in _WANTED]
     if b"from" not in include:
         raise SigningError("cannot sign: the message has no From header")
-    include += [name.encode() for name in OVERSIGNED if name.encode() in include]
+    include += [name for name in _OVERSIGNED if name in include]
     return include
 
 
@@ -236,7 +287,7 @@ def _unsigned_field(key: SigningKey, domain: bytes, stamp: bytes, include: list[
     fields = [
         (b"v", b"1"),
         (b"a", key.algorithm),
-        (b"c", _CANON.to_c_value()),
+        (b"c", _C_VALUE),
         (b"d", domain),
         (b"i", b"@" + domain),
         (b"q", b"dns/txt"),
@@ -244,49 +295,63 @@ def _unsigned_field(key: SigningKey, domain: bytes, stamp: bytes, include: list[
         (b"t", stamp),
         (b"h", b" : ".join(include)),
         (b"bh", bodyhash),
-        (b"b", b"0" * 60),  # placeholder: pushes b= onto its own folded line
+        (b"b", _PLACEHOLDER),  # pushes b= onto its own folded line
     ]
     unsigned = dkim.fold(b"; ".join(b"=".join(f) for f in fields),
                          namelen=len(_HEADER_NAME), linesep=b"\r\n")
-    unsigned = dkim.RE_BTAG.sub(b"\\1", unsigned)  # b= empty while hashing
-    h = hashlib.sha256()
-    for field in signed:
-        h.update(field)
+    # b= empty while hashing: what dkim.RE_BTAG.sub(b"\\1", unsigned) leaves, when b= is
+    # the last tag, alone on its line, and the placeholder was not folded
+    folded = unsigned[:-len(_PLACEHOLDER)]
+    if not (unsigned.endswith(_PLACEHOLDER) and folded.endswith(b"\r\n b=")):
+        folded, unsigned = b"", dkim.RE_BTAG.sub(b"\\1", unsigned)
     # the signature's own field last, without its CRLF (RFC 6376 3.7)
-    h.update(b"dkim-signature:" + _relaxed_value(b" " + unsigned)[:-2])
-    return _Unsigned(key, fields, h.digest())
+    digest = hashlib.sha256(b"".join(signed) + b"dkim-signature:"
+                            + _relaxed_value(b" " + (folded or unsigned))[:-2]).digest()
+    return _Unsigned(key, fields, digest, folded)
 
 
 def _selected(headers: Sequence[Sequence[bytes]], include: list[bytes]) -> list[bytes]:
     """The relaxed "name:value CRLF" of each field ``include`` names, in its order, each
     name taken from the bottom up (dkim.select_headers over the canonical headers)."""
     names = [name.lower().rstrip() for name, _ in headers]
+    unused: dict[bytes, list[int]] = {}  # positions of each name not selected yet
+    for i, name in enumerate(names):
+        unused.setdefault(name, []).append(i)
     out: list[bytes] = []
-    below: dict[bytes, int] = {}
     for wanted in include:
-        i = below.get(wanted, len(headers))
-        while i > 0:
-            i -= 1
-            if names[i] == wanted:
-                out.append(names[i] + b":" + _relaxed_value(headers[i][1]))
-                break
-        below[wanted] = i
+        left = unused.get(wanted)
+        if left:
+            i = left.pop()  # the lowest one left
+            out.append(names[i] + b":" + _relaxed_value(headers[i][1]))
     return out
 
 
 def _relaxed_value(value: bytes) -> bytes:
     """RFC 6376 3.4.2, as dkimpy's Relaxed.canonicalize_headers does it (unfold, WSP runs
     to one space, strip, CRLF), with each regex run only when it has something to do:
-    dkimpy's two regexes per field were most of a signature's time besides the RSA."""
-    if b"\n" in value:
+    dkimpy's two regexes per field were most of a signature's time besides the RSA.
+    (find, not "in": bytes.__contains__ first tries the needle as an int, and formats
+    the TypeError it then drops.)"""
+    stripped = value.strip()
+    if stripped.find(b"\n") < 0 and stripped.find(b"\t") < 0 and stripped.find(b"  ") < 0:
+        return stripped + b"\r\n"  # no fold, tab or run of spaces inside: only the ends
+    if value.find(b"\n") >= 0:
         value = value.replace(b"\r\n", b"").replace(b"\n", b"")
-    if b"\t" in value or b"  " in value:
+    if value.find(b"\t") >= 0 or value.find(b"  ") >= 0:
         value = _WSP_RUN.sub(b" ", value)
     return value.strip() + b"\r\n"
 
 
 def _signed(unsigned: _Unsigned, signature: bytes, linesep: bytes) -> bytes:
-    fields = [*unsigned.fields[:-1], (b"b", base64.b64encode(signature))]
+    b = base64.b64encode(signature)
+    if unsigned.folded and linesep == b"\r\n" and len(b) >= len(_PLACEHOLDER):
+        # dkim.fold cuts the signed field where it cut the unsigned one up to its b= (a
+        # b= value holds no space for it to cut at, neither does the placeholder, and it
+        # is no shorter), then the b= line, which has no space either, every 71 characters
+        rest = b"b=" + b + linesep
+        return (_HEADER_NAME + b": " + unsigned.folded[:-2]
+                + b"\r\n ".join([rest[i:i + _LINE] for i in range(0, len(rest), _LINE)]))
+    fields = [*unsigned.fields[:-1], (b"b", b)]
     value = dkim.fold(b"; ".join(b"=".join(f) for f in fields) + linesep,
                       namelen=len(_HEADER_NAME), linesep=linesep)
     return _HEADER_NAME + b": " + value

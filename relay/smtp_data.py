@@ -58,7 +58,7 @@ async def read_data(reader: asyncio.StreamReader, size_limit: int | None,
         return bytearray(), TOO_LONG
     if data[:1] == b".":
         del data[0]
-    if b"\r\n." in data:
+    if data.find(b"\r\n.") >= 0:  # not "in": see relay.wire.data_problem
         data = data.replace(b"\r\n.", b"\r\n")
     return data, None
 

@@ -26,7 +26,9 @@ COMMAND_UNKNOWN = "500 5.5.1 command not recognized"
 
 def data_problem(data: bytes) -> str | None:
     """The refusal for message data with a bare CR or LF or a NUL, else None."""
-    if b"\0" in data:
+    # find, not "in": bytes.__contains__ first tries the needle as an int, and formats
+    # the TypeError it then drops
+    if data.find(b"\0") >= 0:
         return NUL_BYTE
     crlf = data.count(b"\r\n")
     if data.count(b"\r") != crlf or data.count(b"\n") != crlf:
@@ -39,9 +41,9 @@ def command_problem(line: bytes, known: set[str] | frozenset[str] | dict) -> str
 
     `known` holds the command verbs the server implements.
     """
-    if not line.endswith(b"\r\n") or b"\r" in line[:-2]:
+    if not line.endswith(b"\r\n") or line.find(b"\r", 0, len(line) - 2) >= 0:
         return COMMAND_NOT_CRLF
-    if b"\0" in line:
+    if line.find(b"\0") >= 0:  # see data_problem
         return COMMAND_NUL
     text = line[:-2]
     if not text.strip():
