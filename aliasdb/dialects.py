@@ -12,8 +12,11 @@ CASE, LIMIT, rows read by column name. A back-end owns what is left:
 - the DDL types that differ (identity columns, ``REAL``, byte-wise text collation),
 - the few catalogue questions (does a table exist, its columns, the legacy version).
 
-The store binds ``one``, ``all``, ``run`` and ``returning`` of its back-end once, so a
-point look-up on SQLite costs what it cost before there were two engines.
+The store binds ``one``, ``all``, ``run``, ``returning`` and ``tuples`` of its back-end
+once, so a point look-up on SQLite costs what it cost before there were two engines.
+Rows are read by column name, except where ``tuples`` hands them out by position: on
+the per-message look-ups, where finding each column by its name costs more than the
+query itself.
 
 Errors: PostgreSQL's are re-raised as ``DatabaseError`` and subclasses, which derive from
 the matching ``sqlite3`` classes, so a caller's ``except sqlite3.Error`` (the CLI's
@@ -120,7 +123,15 @@ class SQLiteBackend:
             rows = execute(sql, params).fetchall()
             return rows[0] if rows else None
 
+        cursor = conn.cursor
+
+        def tuples(sql: str, *params: Any) -> list[tuple]:
+            cur = cursor()
+            cur.row_factory = None  # plain tuples
+            return cur.execute(sql, params).fetchall()
+
         self.one, self.all, self.run, self.returning = one, all_, run, returning
+        self.tuples = tuples
 
     def stream(self, sql: str, *params: Any) -> Iterator[sqlite3.Row]:
         """Rows one at a time, for tables too big to hold in memory."""
@@ -224,16 +235,16 @@ def _translate(exc: Exception) -> DatabaseError:
     return DatabaseError(text)
 
 
-def _pg_modules() -> tuple[Any, Any, Any]:
+def _pg_modules() -> tuple[Any, Any, Any, Any]:
     try:
         import psycopg
         import psycopg_pool
-        from psycopg.rows import dict_row
+        from psycopg.rows import dict_row, tuple_row
     except ImportError as exc:  # pragma: no cover - depends on the installation
         raise DatabaseError(
             f"[database] url needs psycopg 3 and psycopg-pool ({exc}); install the "
             "project's `postgres` extra") from None
-    return psycopg, psycopg_pool, dict_row
+    return psycopg, psycopg_pool, dict_row, tuple_row
 
 
 class PostgresBackend:
@@ -246,7 +257,7 @@ class PostgresBackend:
 
     def __init__(self, url: str, *, min_size: int = PG_POOL_MIN,
                  max_size: int = PG_POOL_MAX) -> None:
-        psycopg, psycopg_pool, dict_row = _pg_modules()
+        psycopg, psycopg_pool, dict_row, tuple_row = _pg_modules()
         self.where = redact(url)
         try:
             # connect once directly: an unreachable server fails here with its own words,
@@ -276,20 +287,28 @@ class PostgresBackend:
         self.all = self._statement(lambda cur: cur.fetchall())
         self.run = self._statement(lambda cur: cur.rowcount)
         self.returning = self.one
+        self.tuples = self._statement(lambda cur: cur.fetchall(), tuple_row)
 
-    def _statement(self, result: Callable[[Any], Any]) -> Callable[..., Any]:
+    def _statement(self, result: Callable[[Any], Any],
+                   row_factory: Any = None) -> Callable[..., Any]:
+        """A statement runner; ``row_factory``: other rows than the pool's dicts."""
         import psycopg
 
         local, pool, error = self._local, self.pool, psycopg.Error
+
+        def execute(conn: Any, query: str, params: tuple) -> Any:
+            if row_factory is None:
+                return conn.execute(query, params)
+            return conn.cursor(row_factory=row_factory).execute(query, params)
 
         def call(sql: str, *params: Any) -> Any:
             query = to_pyformat(sql)
             try:
                 conn = getattr(local, "conn", None)
                 if conn is not None:
-                    return result(conn.execute(query, params))
+                    return result(execute(conn, query, params))
                 with pool.connection() as conn:
-                    return result(conn.execute(query, params))
+                    return result(execute(conn, query, params))
             except error as exc:
                 raise _translate(exc) from exc
 

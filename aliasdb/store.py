@@ -76,6 +76,7 @@ class Store:
         self._all = backend.all
         self._run = backend.run
         self._returning = backend.returning
+        self._tuples = backend.tuples
         self._secret: str | None = None
         self._group: GroupCommit | None = None
         self.migrated_from: int | None = None  # the schema version found by ``open``
@@ -379,6 +380,7 @@ class Store:
     # The RCPT look-up in one statement: the alias by token (one probe, schema 5), the
     # newest token of each side if live (two probes of aliases_pair, for the rewrite), the
     # seller, the buyer, and one row per address the seller has on file (none: one row).
+    # recipient() reads the columns by position, in this order.
     _NEWEST_LIVE = ("(SELECT CASE WHEN x.revoked_at IS NULL THEN x.token END FROM aliases x"
                     " WHERE x.pair_id = a.pair_id AND x.role = '{}'"
                     " ORDER BY x.generation DESC LIMIT 1)")
@@ -397,24 +399,25 @@ class Store:
     def recipient(self, token: str) -> Recipient | None:
         """An alias with what a message to it needs: its pair's live tokens, the seller
         with every address on file, the buyer and the seller's enabled senders."""
-        rows = self._all(self._RECIPIENT, token)
+        rows = self._tuples(self._RECIPIENT, token)
         if not rows:
             return None
-        row = rows[0]
+        (token, role, revoked_at, pair_id, seller_id, buyer_id, buyer_token, seller_token,
+         s_id, s_name, inbox, buyer_messages, fulfilment, suspended_at,
+         b_id, b_address, b_name, opted_out_at, bouncing_since, _, _) = rows[0]
         tokens = None
-        if row["buyer_token"] is not None and row["seller_token"] is not None:
-            tokens = {"buyer": row["buyer_token"], "seller": row["seller_token"]}
-        alias = Alias(row["token"], Pair(row["pair_id"], row["seller_id"], row["buyer_id"]),
-                      row["role"], row["revoked_at"] is not None, tokens)
-        senders = [(r["sender"], r["sender_status"]) for r in rows if r["sender"] is not None]
+        if buyer_token is not None and seller_token is not None:
+            tokens = {"buyer": buyer_token, "seller": seller_token}
+        alias = Alias(token, Pair(pair_id, seller_id, buyer_id), role, revoked_at is not None,
+                      tokens)
+        senders = [row[-2:] for row in rows if row[-2] is not None]  # (address, status)
         seller = buyer = None
-        if row["s_id"] is not None:
-            seller = Seller(row["s_id"], row["s_name"], row["inbox"],
-                            bool(row["buyer_messages"]), row["fulfilment"],
-                            _dt(row["suspended_at"]), frozenset(a for a, _ in senders))
-        if row["b_id"] is not None:
-            buyer = Buyer(row["b_id"], row["b_address"], row["b_name"],
-                          row["opted_out_at"] is not None, row["bouncing_since"] is not None)
+        if s_id is not None:
+            seller = Seller(s_id, s_name, inbox, bool(buyer_messages), fulfilment,
+                            _dt(suspended_at), frozenset(a for a, _ in senders))
+        if b_id is not None:
+            buyer = Buyer(b_id, b_address, b_name, opted_out_at is not None,
+                          bouncing_since is not None)
         return Recipient(alias, seller, buyer,
                          frozenset(a for a, status in senders if status == "enabled"))
 
@@ -476,12 +479,13 @@ class Store:
 
     def orders_and_reviews(self, pair: Pair) -> tuple[tuple[Order, ...], frozenset[str]]:
         """``orders_of_pair`` and, of those, the ids ``review_requested`` names: one statement."""
-        rows = self._all(
-            "SELECT o.*, EXISTS (SELECT 1 FROM review_requests r WHERE r.order_id = o.id)"
-            " AS reviewed FROM orders o WHERE o.seller_id = ? AND o.buyer_id = ? ORDER BY o.id",
+        rows = self._tuples(
+            "SELECT o.id, o.seller_id, o.buyer_id, o.category, o.status, o.completed_at,"
+            " EXISTS (SELECT 1 FROM review_requests r WHERE r.order_id = o.id)"
+            " FROM orders o WHERE o.seller_id = ? AND o.buyer_id = ? ORDER BY o.id",
             pair.seller_id, pair.buyer_id)
-        return (tuple(self._order(r) for r in rows),
-                frozenset(r["id"] for r in rows if r["reviewed"]))
+        return (tuple(Order(*row[:5], _dt(row[5])) for row in rows),
+                frozenset(row[0] for row in rows if row[6]))
 
     # -- message records and the threading map -----------------------------------------
 

@@ -90,6 +90,33 @@ def test_orders_and_reviews_in_one_statement(store):
     assert reviewed == store.review_requested(o.id for o in orders) == {"o3"}
 
 
+def test_recipient_and_orders_read_every_column_in_its_place(store):
+    """The per-message look-ups read their rows by position: each value where it belongs,
+    with every nullable column set (a suspension, an opt-out, a bounce flag, a completed
+    order with a category)."""
+    pair = store.pair("s1", "b1")
+    tokens = store.aliases(pair)
+    store.update_seller("s1", buyer_messages=True, fulfilment="marketplace")
+    store.suspend_seller("s1")
+    store.set_optout("b1", True)
+    store.set_bouncing("b1", True)
+    store.upsert_order("o1", "s1", "b1", category="garden", status="completed",
+                       completed_at=NOW)
+    store.add_review_request("o1", "m1")
+    found = store.recipient(tokens["seller"])
+    seller, buyer = store.seller("s1"), store.buyer("b1")
+    assert found.seller == seller and found.buyer == buyer
+    assert (seller.suspended, seller.buyer_messages, seller.fulfilment, seller.inbox) == (
+        True, True, "marketplace", "inbox@seller.example")
+    assert (buyer.opted_out, buyer.bouncing, buyer.name) == (True, True, "Jane")
+    assert found.alias == store.resolve_alias(tokens["seller"])
+    assert found.alias.role == "seller" and found.alias.pair == pair
+    orders, reviewed = store.orders_and_reviews(pair)
+    assert orders == store.orders_of_pair(pair) == (store.find_order("o1"),)
+    assert (orders[0].category, orders[0].completed_at) == ("garden", NOW)
+    assert reviewed == {"o1"}
+
+
 def _record(store: Store, message_id: str, ts: datetime, **extra) -> None:
     store.record_message({
         "id": message_id, "ts": ts.isoformat(timespec="seconds"),
