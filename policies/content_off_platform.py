@@ -123,21 +123,23 @@ _DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 
 @lru_cache(maxsize=8)
 def _zero_run(min_digits: int) -> re.Pattern[bytes]:
-    """:func:`_digit_run` for an ASCII text whose every digit was made "0"."""
+    """:func:`_digit_run` for a Latin-1 text whose every digit was made "0"."""
     return re.compile(rb"0(?:[^0]{0,4}0){" + str(max(min_digits - 1, 0)).encode() + rb"}")
 
 
 def _digit_run_spans(text: str, min_digits: int) -> Iterator[tuple[int, int]]:
     """The spans of ``_digit_run(min_digits).finditer(text)``.
 
-    On an ASCII text (\\d is [0-9] there) the digits are made "0" first, by a bytes
-    translation that keeps every position: a pattern that starts with a literal lets `re`
-    skip to the next digit with memchr, where a set costs a test per character, so the
-    same scan is several times cheaper."""
-    if text.isascii():
-        zeros = text.encode("ascii").translate(_DIGITS_TO_ZERO)
-        return (m.span() for m in _zero_run(min_digits).finditer(zeros))
-    return (m.span() for m in _digit_run(min_digits).finditer(text))
+    On a Latin-1 text (one byte a character, and no digit but 0-9: \\d is [0-9] there)
+    the digits are made "0" first, by a bytes translation that keeps every position: a
+    pattern that starts with a literal lets `re` skip to the next digit with memchr,
+    where a set costs a test per character, so the same scan is several times cheaper."""
+    try:
+        data = text.encode("latin-1")
+    except UnicodeEncodeError:
+        return (m.span() for m in _digit_run(min_digits).finditer(text))
+    zeros = data.translate(_DIGITS_TO_ZERO)
+    return (m.span() for m in _zero_run(min_digits).finditer(zeros))
 
 
 def _phone_numbers(text: str, off: OffPlatformSettings,
