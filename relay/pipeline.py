@@ -10,6 +10,7 @@ import asyncio
 import json
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from datetime import timedelta
 from email.message import Message
@@ -95,7 +96,8 @@ class Pipeline:
             self._apply_effects(ctx, effects, record_id, delivered=False)
         if decision.action is not Action.ACCEPT:
             reply = decision.smtp_reply()
-            self._finish(session, record_id, ctx, decision, reply, len(raw), started)
+            await self._finish_grouped(session, record_id, ctx, decision, reply, len(raw),
+                                       started)
             return Outcome(reply, decision, record_id)
 
         relay_msgid = f"<{secrets.token_hex(12)}@{self.alias_domain}>"
@@ -109,29 +111,26 @@ class Pipeline:
             await self.delivery.deliver(bounce_to, rcpt, [head, *body])
         except DeliveryError as exc:
             reply = f"{exc.code} {exc.status} {exc.text}"
-            self._finish(session, record_id, ctx, decision, reply, len(raw), started,
-                         outcome="rejected" if exc.permanent else "tempfail")
+            await self._finish_grouped(session, record_id, ctx, decision, reply, len(raw),
+                                       started, outcome="rejected" if exc.permanent
+                                       else "tempfail")
             return Outcome(reply, decision, record_id)
 
         if to_service:
             await self._tell_buyer_routed(ctx)
         reply = f"250 2.0.0 OK queued as {record_id}"
         original_msgid = (msg.get("Message-ID") or "").strip()
-        event: dict = {}
 
-        def record() -> None:  # one commit for the thread, effects and record
+        def delivered() -> None:  # in the record's commit: the thread and the effects
             if original_msgid:
                 self.store.add_thread(relay_msgid, original_msgid, ctx.alias.pair,
                                       ctx.direction, record_id)
             if effects:
                 self._apply_effects(ctx, effects, record_id, delivered=True)
-            row, logged = self._decided(session, record_id, ctx, decision, reply, len(raw),
-                                        started)
-            self.store.add_message(row)
-            event.update(logged)  # the group may run this again: the log takes the last
 
-        # shared with the messages finishing meanwhile; 250 only once it is committed
-        await self.store.write_grouped(record, lambda: self._log(event))
+        # 250 only once the record is committed
+        await self._finish_grouped(session, record_id, ctx, decision, reply, len(raw),
+                                   started, writes=delivered)
         return Outcome(reply, decision, record_id)
 
     async def _control_mail(self, session: str, record_id: str, ctx: Context, msg: Message,
@@ -141,7 +140,8 @@ class Pipeline:
         except DeliveryError as exc:  # our notice could not go out: let the sender retry
             reply, outcome = f"451 {exc.status} {exc.text}", "tempfail"
         decision = Decision()
-        self._finish(session, record_id, ctx, decision, reply, size, started, outcome=outcome)
+        await self._finish_grouped(session, record_id, ctx, decision, reply, size, started,
+                                   outcome=outcome)
         return Outcome(reply, decision, record_id)
 
     async def _sign(self, head: bytes, body: list[Chunk]) -> bytes:
@@ -246,6 +246,30 @@ class Pipeline:
         if row is not None:
             self.store.add_message(row)
         self._log(event)
+
+    async def _finish_grouped(self, session: str, record_id: str, ctx: Context,
+                              decision: Decision, reply: str, size: int, started: float, *,
+                              outcome: str | None = None,
+                              writes: Callable[[], None] | None = None) -> None:
+        """``_finish`` (after ``writes``, store calls of the same message) in a transaction
+        shared with the messages finishing meanwhile (aliasdb.group); returns once it is
+        committed, so the reply still follows the record."""
+        if writes is None and ctx.alias is None:  # nothing to record: only the log line
+            self._finish(session, record_id, ctx, decision, reply, size, started,
+                         outcome=outcome)
+            return
+        event: dict = {}
+
+        def record() -> None:  # store calls only: the group may run it twice
+            if writes is not None:
+                writes()
+            row, logged = self._decided(session, record_id, ctx, decision, reply, size,
+                                        started, outcome=outcome)
+            if row is not None:
+                self.store.add_message(row)
+            event.update(logged)  # the log line says what the kept run wrote
+
+        await self.store.write_grouped(record, lambda: self._log(event))
 
     def _decided(self, session: str, record_id: str, ctx: Context, decision: Decision,
                  reply: str, size: int, started: float, *, record: bool = True,

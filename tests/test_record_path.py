@@ -24,6 +24,7 @@ from policies.context import Settings as PolicySettings
 from policies.registry import REGISTRY
 from policies.verdict import Action, Decision, Effect, Finding, Verdict
 from relay import pipeline as pipeline_module
+from relay.delivery import DeliveryError
 from relay.dkim_verify import DkimResult
 from relay.facts import Facts
 from relay.pipeline import Pipeline, findings_json
@@ -199,49 +200,83 @@ def test_finish_writes_and_logs_what_it_did_before(stores, monkeypatch, ctx, fin
         assert new.find_message(record_id) == old.find_message(record_id)
 
 
-# -- the delivered path, through the group commit -------------------------------------------
+# -- DATA's outcomes, through the group commit ---------------------------------------------
 
 POLICY_ORDER = ("relay_control", "seller_status", "authorized_sender", "order_reference",
                 "content", "attachments")
 
 
-def test_delivered_messages_get_the_old_row_and_one_log_line_each(tmp_path, monkeypatch):
+# what each message of a group is: (subject, what the next hop says of it)
+DELIVERED = (f"Your order {ORDER} has shipped", None)
+REFUSED = ("Hello", None)  # no order named: order_reference refuses it
+BOUNCED = (f"Your order {ORDER} is on its way",
+           DeliveryError(550, "5.1.1", "no such user", permanent=True))
+DEFERRED = (f"Your order {ORDER} was posted", DeliveryError(451, "4.4.1", "try later"))
+
+
+class NextHop(NullDelivery):
+    """Answers each message as its subject says (see the groups below)."""
+
+    async def deliver(self, mail_from, rcpt, data) -> None:
+        for subject, error in (BOUNCED, DEFERRED):
+            if error is not None and f"Subject: {subject}".encode() in data[0]:
+                raise error
+
+
+@pytest.mark.parametrize("group", [
+    [DELIVERED] * 3, [REFUSED] * 3, [BOUNCED, DEFERRED], [DELIVERED, REFUSED, DELIVERED],
+    [REFUSED]])
+def test_data_outcomes_share_a_commit_and_keep_the_old_row_and_log(tmp_path, monkeypatch,
+                                                                   group):
     store = Store.open(tmp_path / "relay.db")
     oracle_store = Store.open(tmp_path / "oracle.db")
+    reader = Store.open(tmp_path / "relay.db")  # sees only what was committed
     try:
         store.ensure_secret()
         parties = seed(store)
         policies = chain.build(POLICY_ORDER, REGISTRY)
         settings = PolicySettings(content_rules=load_rules(RULES_PATH))
-        pipeline = Pipeline(store, Facts(store, settings), policies, NullDelivery(),
+        pipeline = Pipeline(store, Facts(store, settings), policies, NextHop(),
                             "relay.example")
         pipeline.log = Captured()
         monkeypatch.setattr(pipeline_module.time, "monotonic", lambda: 50.0)
-        seen = []
-        decided = pipeline._decided
+        seen, commits = [], []
+        decided, transaction = pipeline._decided, store.backend.transaction
 
         def spy(*args, **kwargs):
             seen.append((args, kwargs))
             return decided(*args, **kwargs)
 
+        def counted():
+            commits.append(1)
+            return transaction()
+
         monkeypatch.setattr(pipeline, "_decided", spy)
+        monkeypatch.setattr(store.backend, "transaction", counted)
+        to = parties.buyer_alias
+
+        async def one(subject: str, error: DeliveryError | None):
+            ctx = pipeline.rcpt("sess", SELLER_ADDR, to)[1]
+            outcome = await pipeline.data("sess", ctx, seller_message(to, subject=subject))
+            assert reader.find_message(outcome.record_id) is not None  # committed first
+            return outcome
 
         async def main():
-            to = parties.buyer_alias
-            contexts = [pipeline.rcpt("sess", SELLER_ADDR, to)[1] for _ in range(3)]
-            return await asyncio.gather(*(
-                pipeline.data("sess", ctx, seller_message(to)) for ctx in contexts))
+            return await asyncio.gather(*(one(*message) for message in group))
 
         outcomes = asyncio.run(main())
-        assert [o.reply[:3] for o in outcomes] == ["250"] * 3, outcomes
+        expected = ["250" if m is DELIVERED else "550" if m in (REFUSED, BOUNCED) else "451"
+                    for m in group]
+        assert [o.reply[:3] for o in outcomes] == expected, outcomes
+        assert len(commits) == 1  # the whole group in one transaction
         oracle = Captured()
         for args, kwargs in seen:
             old_finish(oracle_store, oracle, *args, **kwargs)
         decided_events = [e for e in pipeline.log.events if e[0] == "message.decided"]
-        assert decided_events == oracle.events and len(decided_events) == 3
+        assert decided_events == oracle.events and len(decided_events) == len(group)
         for outcome in outcomes:
             assert _row(store, outcome.record_id) == _row(oracle_store, outcome.record_id)
-            assert _row(store, outcome.record_id)["decision"] == "delivered"
     finally:
+        reader.close()
         store.close()
         oracle_store.close()
