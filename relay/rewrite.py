@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import contextlib
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 from email.message import Message
 from email.utils import format_datetime, formataddr, parsedate_to_datetime
+from functools import lru_cache
 
 from relay.parsing import Chunk
 from relay.rewrite_addresses import AddressReplacer, sub_header_value
@@ -41,6 +42,7 @@ class RewritePlan:
 # MIME headers of the original that describe the body and therefore must pass.
 _MIME_HEADERS = ("Content-Type", "Content-Transfer-Encoding", "Content-Language",
                  "Content-Disposition")
+_MIME_NAMES = frozenset(h.lower() for h in _MIME_HEADERS)
 # Names the relay writes itself; an extra header may not duplicate them.
 _RELAY_HEADERS = frozenset(h.lower() for h in (
     "From", "To", "Reply-To", "Message-ID", "In-Reply-To", "References", "Date", "Subject",
@@ -53,6 +55,8 @@ _CONTROLS = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]+")
 _SURROGATES = re.compile(r"[\ud800-\udfff]")
 _FIELD_NAME = re.compile(r"[!-9;-~]+")   # RFC 5322 ftext
 _SINGLE_SPACE = re.compile(r"(?<=[^ ]) (?=[^ ])")
+_WHITESPACE = re.compile(r"\s")
+_NOT_IN_ADDR_SPEC = re.compile(r"[\s<>]")
 
 
 def _clean(value: str, keep_surrogates: bool = False) -> str:
@@ -90,7 +94,7 @@ def _pieces(value: str) -> list[str]:
     return pieces
 
 
-def _line(name: str, pieces: list[str]) -> bytes:
+def _line(name: str, pieces: Sequence[str]) -> bytes:
     """`Name: value` CRLF, folded greedily; pieces come from _pieces or encode_words."""
     if pieces and len(name) + len(pieces) + sum(map(len, pieces)) < _MAX_LINE:
         # fits on one line: _folded would fold nowhere
@@ -98,7 +102,16 @@ def _line(name: str, pieces: list[str]) -> bytes:
     return _folded(name, pieces)
 
 
-def _folded(name: str, pieces: list[str]) -> bytes:
+def _one_line(name: str, value: str) -> bytes | None:
+    """`_line(name, _pieces(value))` when that is one line, else None: the pieces are
+    value split at single spaces, so they join back to it, and their lengths and
+    number add up to len(value) + 1."""
+    if len(name) + len(value) + 1 < _MAX_LINE:
+        return f"{name}: {value}\r\n".encode("utf-8", "surrogateescape")
+    return None
+
+
+def _folded(name: str, pieces: Sequence[str]) -> bytes:
     out = f"{name}:"
     width = len(out)
     for piece in pieces:
@@ -112,21 +125,26 @@ def _folded(name: str, pieces: list[str]) -> bytes:
 
 
 def _structured(name: str, value: str, keep_surrogates: bool = False) -> bytes:
-    return _line(name, _pieces(_clean(value, keep_surrogates)))
+    value = _clean(value, keep_surrogates)
+    return _one_line(name, value) or _line(name, _pieces(value))
 
 
 def _unstructured(name: str, text: str) -> bytes:
     """Subject-like text: plain when it is ASCII and foldable, else RFC 2047 words."""
     text = _clean(text)
-    pieces = _pieces(text)
     # "=?" would be decoded by the reader as an encoded word: encode to keep it literal.
-    if text.isascii() and "=?" not in text and max(map(len, pieces)) < 900:
-        return _line(name, pieces)
+    if text.isascii() and "=?" not in text:
+        line = _one_line(name, text)  # a piece of under 78 characters is under 900 too
+        if line is not None:
+            return line
+        pieces = _pieces(text)
+        if max(map(len, pieces)) < 900:
+            return _line(name, pieces)
     return _line(name, encode_words(text))
 
 
 def _addr_spec(addr: str) -> str:
-    addr = re.sub(r"[\s<>]", "", _clean(addr))
+    addr = _NOT_IN_ADDR_SPEC.sub("", _clean(addr))
     if not addr.isascii() and "@" in addr:
         local, _, domain = addr.rpartition("@")
         # A failure leaves it as is: an internationalized address needs SMTPUTF8 anyway.
@@ -135,30 +153,28 @@ def _addr_spec(addr: str) -> str:
     return addr
 
 
-def _mailbox(name: str | None, addr: str, r: AddressReplacer) -> list[str]:
+def _mailbox(name: str | None, addr: str, r: AddressReplacer) -> Sequence[str]:
     """Header pieces for `Name <addr>`; names come from the database and are still cleaned."""
+    return _mailbox_pieces(r.sub_text(name or ""), addr)
+
+
+@lru_cache(maxsize=1024)  # a pair's names and aliases come back message after message
+def _mailbox_pieces(name: str, addr: str) -> tuple[str, ...]:
     addr = _addr_spec(addr)
-    name = _clean(r.sub_text(name or ""))[:_MAX_NAME].strip()
+    name = _clean(name)[:_MAX_NAME].strip()
     if not name:
-        return [addr]
+        return (addr,)
     # "=?" in a plain name would be decoded by the reader as an encoded-word of our making
     if name.isascii() and "=?" not in name and addr.isascii():
-        return _pieces(formataddr((name, addr)))
+        return tuple(_pieces(formataddr((name, addr))))
     if name.isascii() and "=?" not in name:
         quoted = formataddr((name, "x@x")).rpartition(" <")[0]
-        return [*_pieces(quoted), f"<{addr}>"]
-    return [*encode_words(name), f"<{addr}>"]
+        return (*_pieces(quoted), f"<{addr}>")
+    return (*encode_words(name), f"<{addr}>")
 
 
 def _msg_id(value: str | None) -> str:
-    return re.sub(r"\s", "", _clean(value or ""))
-
-
-def _first(msg: Message, name: str) -> str | None:
-    for key, value in msg.raw_items():
-        if key.strip().lower() == name:
-            return value
-    return None
+    return _WHITESPACE.sub("", _clean(value or ""))
 
 
 _DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
@@ -190,9 +206,9 @@ def _format_utc(when: datetime) -> str:
             f"{when.year:04d} {when.hour:02d}:{when.minute:02d}:{when.second:02d} +0000")
 
 
-def _date(msg: Message) -> str:
-    # In UTC: the sender's own offset hints at where they are.
-    value = _first(msg, "date")
+def _date(value: str | None) -> str:
+    """The Date to write for the message's first Date value: in UTC, since the sender's
+    own offset hints at where they are."""
     if value:
         try:
             when = _parse_date(_clean(value))
@@ -225,9 +241,16 @@ def rewrite_parts(msg: Message, plan: RewritePlan) -> tuple[bytes, list[Chunk]]:
     """`rewrite` in pieces: the header block with its blank line, and the body's chunks
     (base64 runs of big attachments stay views of the received bytes, see relay.parsing)."""
     r = AddressReplacer(plan.replacements)
-    mime_names = {h.lower() for h in _MIME_HEADERS}
-    mime: Headers = [(k, sub_header_value(k, v, r)) for k, v in msg.raw_items()
-                     if k.strip().lower() in mime_names]
+    mime: Headers = []
+    date = subject = None  # the first of each
+    for k, v in msg.raw_items():
+        key = k.strip().lower()
+        if key in _MIME_NAMES:
+            mime.append((k, sub_header_value(k, v, r)))
+        elif key == "date":
+            date = v if date is None else date
+        elif key == "subject":
+            subject = v if subject is None else subject
     mime, body = render_body(msg, mime, r)
 
     sender = _mailbox(plan.from_name, plan.from_addr, r)
@@ -235,13 +258,13 @@ def rewrite_parts(msg: Message, plan: RewritePlan) -> tuple[bytes, list[Chunk]]:
            _line("To", _mailbox(plan.to_name, plan.to_addr, r)),
            _line("Reply-To", sender),
            _line("Message-ID", [_msg_id(plan.message_id)])]
-    if _msg_id(plan.in_reply_to):
-        out.append(_line("In-Reply-To", [_msg_id(plan.in_reply_to)]))
+    in_reply_to = _msg_id(plan.in_reply_to)
+    if in_reply_to:
+        out.append(_line("In-Reply-To", [in_reply_to]))
     refs = [ref for ref in map(_msg_id, plan.references) if ref]
     if refs:
         out.append(_line("References", refs))
-    out.append(_line("Date", [_date(msg)]))
-    subject = _first(msg, "subject")
+    out.append(_line("Date", [_date(date)]))
     if subject is not None:
         out.append(_unstructured("Subject", r.sub_text(decode_words(raw_text(subject)))))
     out.append(b"MIME-Version: 1.0\r\n")

@@ -138,9 +138,20 @@ class AddressReplacer:
             return data, 0
         if self._slow is not None:
             return self._slow.subn_bytes(data)
+        if self.finds_nothing_in(data):  # subn_text's first test, before decoding
+            return data, 0
         # latin-1 maps bytes to characters one to one; the aliases are ASCII
         new, n = self.subn_text(data.decode("latin-1"))
         return (new.encode("latin-1"), n) if n else (data, 0)
+
+    def finds_nothing_in(self, data: bytes) -> bool:
+        """Whether nothing can be replaced in ``data`` nor in its text in a codec that
+        gives "@", "%" and "&" only for those bytes: none of them is in it (the fast
+        path's first test). False when unsure (the general case's addresses)."""
+        if not self._keys:
+            return True
+        return (self._slow is None and data.find(b"@") < 0 and data.find(b"%") < 0
+                and data.find(b"&") < 0)
 
     def _replace_run(self, run: str) -> tuple[str, int]:
         lowered = run.lower()

@@ -154,14 +154,15 @@ def _render_text_leaf(part: Message, headers: Headers, r: AddressReplacer,
 
     data = _decode_cte(raw, cte)
     new_data, new_charset = None, None
-    if kind != "container":
-        charset = content_charset(part)
-        new_data, new_charset = _rewrite_text(data, charset, kind == "folded", r)
-    # Bytes-level pass: undecodable text, a wrong charset label, or a container we could
-    # not split. Addresses are ASCII-compatible in every charset mail uses for them.
-    fallback, n = r.subn_bytes(data if new_data is None else new_data)
-    if n:
-        new_data = fallback
+    charset = None if kind == "container" else content_charset(part)
+    if not _nothing_to_replace(data, charset, r):
+        if kind != "container":
+            new_data, new_charset = _rewrite_text(data, charset, kind == "folded", r)
+        # Bytes-level pass: undecodable text, a wrong charset label, or a container we
+        # could not split. Addresses are ASCII-compatible in every charset mail uses.
+        fallback, n = r.subn_bytes(data if new_data is None else new_data)
+        if n:
+            new_data = fallback
 
     if new_data is None:
         out = raw
@@ -175,6 +176,20 @@ def _render_text_leaf(part: Message, headers: Headers, r: AddressReplacer,
     if cte not in _IDENTITY_CTES or new_data is not None:
         out, _ = r.subn_bytes(out)
     return headers, crlf(out)
+
+
+# Codecs in which "@", "%" and "&" come from those bytes only (ASCII supersets, one byte
+# a character or, in UTF-8, only bytes over 0x7F in a multi-byte one).
+_ASCII_SUPERSETS = frozenset({
+    "utf-8", "ascii", *(f"iso8859-{n}" for n in (*range(1, 12), *range(13, 17))),
+    *(f"cp{n}" for n in range(1250, 1259)), "koi8-r", "koi8-u",
+})
+
+
+def _nothing_to_replace(data: bytes, charset: str | None, r: AddressReplacer) -> bool:
+    """Whether _rewrite_text and the bytes-level pass would both find nothing, known
+    from the bytes: in these codecs the text has an "@", "%" or "&" only if they do."""
+    return (_codec(charset) or "utf-8") in _ASCII_SUPERSETS and r.finds_nothing_in(data)
 
 
 def _with_charset(headers: Headers, charset: str, ctype: str) -> Headers:

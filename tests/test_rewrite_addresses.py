@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -44,3 +45,28 @@ def test_unreplaced_escapes_keep_their_spelling():
 def test_non_ascii_addresses_use_the_compiled_matcher():
     replacer = AddressReplacer({"jösé@mail.example": "b1@relay.example"})
     assert replacer.sub_text("an J&#214;SÉ@MAIL.EXAMPLE") == "an b1@relay.example"
+
+
+def test_the_ascii_supersets_give_these_characters_only_for_these_bytes():
+    """relay.rewrite_body skips decoding a part when its bytes hold no "@", "%" or "&"
+    and its codec is one of these: the text then holds none either."""
+    from relay.rewrite_body import _ASCII_SUPERSETS
+
+    for codec in _ASCII_SUPERSETS:
+        for byte in range(256):
+            text = bytes([byte]).decode(codec, "surrogateescape")
+            assert not set(text) & set("@%&") or text == chr(byte), (codec, byte)
+    for data in (b"\xc3\xa9@", b"\xf0\x9f\x98\x80%", b"\xe2\x80&", b"\xc0\x80", b"\xed\xa0\x80"):
+        text = data.decode("utf-8", "surrogateescape")
+        assert [c for c in text if c in "@%&"] == [chr(b) for b in data if chr(b) in "@%&"]
+
+
+@pytest.mark.parametrize("data", [b"", b"plain text", b"jane@mail.example", b"jane%40mail",
+                                  b"jane&#64;mail", b"&amp;", b"100%", b"\xff@"])
+def test_finds_nothing_in_is_never_wrong(data):
+    for replacements in ({}, {"jane@mail.example": "a@relay.example"},
+                         {"j\u00e4ne@mail.example": "a@relay.example"}):
+        r = AddressReplacer(replacements)
+        if r.finds_nothing_in(data):
+            assert r.subn_bytes(data) == (data, 0)
+            assert r.subn_text(data.decode("latin-1")) == (data.decode("latin-1"), 0)
